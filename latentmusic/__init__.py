@@ -1,0 +1,7 @@
+"""latentmusic: text-to-music generation with latent diffusion, the diffusers way."""
+
+__version__ = "0.1.0.dev0"
+
+from .audio import load_audio, save_audio
+
+__all__ = ["load_audio", "save_audio", "__version__"]
