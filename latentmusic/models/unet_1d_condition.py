@@ -1,0 +1,724 @@
+"""A text-conditioned 1-D U-Net that denoises latent audio sequences.
+
+The model follows diffusers' `UNet2DConditionModel` in shape and interface, over sequences of shape
+`(batch, channels, frames)` instead of images: residual blocks whose normalisation is modulated by the
+timestep embedding, self- and cross-attention blocks at the coarser levels, strided-convolution
+downsampling and nearest-neighbour upsampling with skip connections. Optional duration ("timing")
+conditioning as in Stable Audio lets one model generate clips of any length up to `max_seconds`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import AttentionMixin, BasicTransformerBlock
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+# Added to the attention logits of padded text tokens, as diffusers' UNet2DConditionModel does: large
+# enough that their softmax weight underflows to zero, small enough to stay finite in half precision.
+_MASKED_LOGIT_BIAS = -10000.0
+
+
+@dataclass
+class UNet1DConditionOutput(BaseOutput):
+    """The output of [`UNet1DConditionModel`].
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch, out_channels, frames)`):
+            The model's prediction (noise, sample or velocity, depending on how it was trained), as long as
+            the input `sample`.
+    """
+
+    sample: torch.Tensor
+
+
+def _zero_(module: nn.Module) -> nn.Module:
+    """Zero all parameters of `module` in place and return it."""
+    for parameter in module.parameters():
+        nn.init.zeros_(parameter)
+    return module
+
+
+class ResnetBlock1D(nn.Module):
+    """A residual block: GroupNorm, SiLU, conv (k=3), twice, with the time embedding as scale and shift.
+
+    The second convolution starts at zero, so a fresh block is the identity (or its 1x1 shortcut).
+
+    Args:
+        in_channels: Channels of the input.
+        out_channels: Channels of the output.
+        temb_channels: Width of the time embedding.
+        norm_num_groups: Groups of both GroupNorms.
+        dropout: Dropout probability before the second convolution.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, temb_channels: int, norm_num_groups: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(norm_num_groups, in_channels)
+        self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.time_emb_proj = nn.Linear(temb_channels, 2 * out_channels)
+        self.norm2 = nn.GroupNorm(norm_num_groups, out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero_(nn.Conv1d(out_channels, out_channels, kernel_size=3, padding=1))
+        self.shortcut = (
+            nn.Identity()
+            if in_channels == out_channels
+            else nn.Conv1d(in_channels, out_channels, kernel_size=1)
+        )
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """Apply the block to `(batch, in_channels, frames)` given a `(batch, temb_channels)` embedding."""
+        h = self.conv1(F.silu(self.norm1(hidden_states)))
+        scale, shift = self.time_emb_proj(F.silu(temb))[:, :, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.shortcut(hidden_states) + h
+
+
+class AttentionBlock1D(nn.Module):
+    """Self-attention, cross-attention to the text and a feed-forward layer over the frames of a sequence.
+
+    A thin wrapper of diffusers' `BasicTransformerBlock` (pre-LayerNorm, residual around each part,
+    SDPA through `AttnProcessor2_0`) that takes channels-first sequences. The output projection of each
+    part starts at zero, so a fresh block is the identity.
+
+    Args:
+        channels: Channels of the sequence (the attention width).
+        attention_head_dim: Channels per attention head.
+        cross_attention_dim: Width of `encoder_hidden_states`.
+        dropout: Dropout probability inside the attention and feed-forward layers.
+    """
+
+    def __init__(
+        self, channels: int, attention_head_dim: int, cross_attention_dim: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.transformer = BasicTransformerBlock(
+            channels,
+            num_attention_heads=channels // attention_head_dim,
+            attention_head_dim=attention_head_dim,
+            dropout=dropout,
+            cross_attention_dim=cross_attention_dim,
+        )
+        for out_projection in (
+            self.transformer.attn1.to_out[0],
+            self.transformer.attn2.to_out[0],
+            self.transformer.ff.net[-1],
+        ):
+            _zero_(out_projection)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Attend over `(batch, channels, frames)`; the bias is `(batch, 1, text_len)` and additive."""
+        tokens = self.transformer(
+            hidden_states.transpose(1, 2),
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_bias,
+        )
+        return tokens.transpose(1, 2)
+
+
+class _CheckpointedBlock(nn.Module):
+    """A block whose sub-layers are recomputed in the backward pass when gradient checkpointing is on.
+
+    `ModelMixin.enable_gradient_checkpointing` finds every module with a `gradient_checkpointing`
+    attribute and gives it `_gradient_checkpointing_func`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gradient_checkpointing = False
+
+    def _run(self, layer: nn.Module, *args: torch.Tensor | None) -> torch.Tensor:
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(layer, *args)
+        return layer(*args)
+
+
+class DownBlock1D(_CheckpointedBlock):
+    """Residual blocks (each optionally followed by attention), then an optional strided-conv downsample.
+
+    Args:
+        in_channels: Channels of the input.
+        out_channels: Channels of every layer's output.
+        num_layers: Number of residual blocks.
+        add_attention: Whether each residual block is followed by an [`AttentionBlock1D`].
+        add_downsample: Whether to halve the length at the end.
+        temb_channels: Width of the time embedding.
+        norm_num_groups: GroupNorm groups.
+        attention_head_dim: Channels per attention head.
+        cross_attention_dim: Width of `encoder_hidden_states`.
+        dropout: Dropout probability.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_layers: int,
+        add_attention: bool,
+        add_downsample: bool,
+        temb_channels: int,
+        norm_num_groups: int,
+        attention_head_dim: int,
+        cross_attention_dim: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            ResnetBlock1D(
+                in_channels if i == 0 else out_channels, out_channels, temb_channels, norm_num_groups, dropout
+            )
+            for i in range(num_layers)
+        )
+        self.attentions = nn.ModuleList(
+            AttentionBlock1D(out_channels, attention_head_dim, cross_attention_dim, dropout)
+            for _ in range(num_layers if add_attention else 0)
+        )
+        self.downsample = (
+            nn.Conv1d(out_channels, out_channels, kernel_size=3, stride=2, padding=1)
+            if add_downsample
+            else None
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_bias: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Return the block's output and the states it hands to the up path as skip connections."""
+        skips: tuple[torch.Tensor, ...] = ()
+        for i, resnet in enumerate(self.resnets):
+            hidden_states = self._run(resnet, hidden_states, temb)
+            if self.attentions:
+                hidden_states = self._run(
+                    self.attentions[i], hidden_states, encoder_hidden_states, encoder_attention_bias
+                )
+            skips += (hidden_states,)
+        if self.downsample is not None:
+            hidden_states = self.downsample(hidden_states)
+            skips += (hidden_states,)
+        return hidden_states, skips
+
+
+class MidBlock1D(_CheckpointedBlock):
+    """Residual block, attention, residual block at the coarsest level.
+
+    Args:
+        channels: Channels of the input and output.
+        temb_channels: Width of the time embedding.
+        norm_num_groups: GroupNorm groups.
+        attention_head_dim: Channels per attention head.
+        cross_attention_dim: Width of `encoder_hidden_states`.
+        dropout: Dropout probability.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        temb_channels: int,
+        norm_num_groups: int,
+        attention_head_dim: int,
+        cross_attention_dim: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            ResnetBlock1D(channels, channels, temb_channels, norm_num_groups, dropout) for _ in range(2)
+        )
+        self.attention = AttentionBlock1D(channels, attention_head_dim, cross_attention_dim, dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Apply residual block, attention, residual block."""
+        hidden_states = self._run(self.resnets[0], hidden_states, temb)
+        hidden_states = self._run(
+            self.attention, hidden_states, encoder_hidden_states, encoder_attention_bias
+        )
+        return self._run(self.resnets[1], hidden_states, temb)
+
+
+class UpBlock1D(_CheckpointedBlock):
+    """Residual blocks over the input concatenated with skip states, then an optional 2x upsample.
+
+    Args:
+        in_channels: Channels of the skip state the last layer consumes (the down path's input to this level).
+        prev_output_channels: Channels of the input coming from the coarser level.
+        out_channels: Channels of every layer's output.
+        num_layers: Number of residual blocks, one per consumed skip state.
+        add_attention: Whether each residual block is followed by an [`AttentionBlock1D`].
+        add_upsample: Whether to double the length at the end (nearest neighbour, then a conv).
+        temb_channels: Width of the time embedding.
+        norm_num_groups: GroupNorm groups.
+        attention_head_dim: Channels per attention head.
+        cross_attention_dim: Width of `encoder_hidden_states`.
+        dropout: Dropout probability.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        prev_output_channels: int,
+        out_channels: int,
+        num_layers: int,
+        add_attention: bool,
+        add_upsample: bool,
+        temb_channels: int,
+        norm_num_groups: int,
+        attention_head_dim: int,
+        cross_attention_dim: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        resnets = []
+        for i in range(num_layers):
+            skip_channels = in_channels if i == num_layers - 1 else out_channels
+            input_channels = prev_output_channels if i == 0 else out_channels
+            resnets.append(
+                ResnetBlock1D(
+                    input_channels + skip_channels, out_channels, temb_channels, norm_num_groups, dropout
+                )
+            )
+        self.resnets = nn.ModuleList(resnets)
+        self.attentions = nn.ModuleList(
+            AttentionBlock1D(out_channels, attention_head_dim, cross_attention_dim, dropout)
+            for _ in range(num_layers if add_attention else 0)
+        )
+        self.upsample_conv = (
+            nn.Conv1d(out_channels, out_channels, kernel_size=3, padding=1) if add_upsample else None
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        skips: tuple[torch.Tensor, ...],
+        temb: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Consume `skips` from last to first, one per residual block."""
+        for i, resnet in enumerate(self.resnets):
+            hidden_states = torch.cat([hidden_states, skips[-1 - i]], dim=1)
+            hidden_states = self._run(resnet, hidden_states, temb)
+            if self.attentions:
+                hidden_states = self._run(
+                    self.attentions[i], hidden_states, encoder_hidden_states, encoder_attention_bias
+                )
+        if self.upsample_conv is not None:
+            hidden_states = self.upsample_conv(F.interpolate(hidden_states, scale_factor=2.0, mode="nearest"))
+        return hidden_states
+
+
+class SecondsEmbedding(nn.Module):
+    """Embeds a duration in seconds, as Stable Audio's number conditioner does.
+
+    Seconds are clamped to `[0, max_seconds]` and divided by `max_seconds`; the resulting number in
+    `[0, 1]` is expanded into learnable random Fourier features (plus the number itself) and mapped by an
+    MLP to the time embedding's width.
+
+    Args:
+        num_features: Number of Fourier features (even).
+        embedding_dim: Width of the output.
+        max_seconds: The duration that maps to 1.
+    """
+
+    def __init__(self, num_features: int, embedding_dim: int, max_seconds: float) -> None:
+        super().__init__()
+        self.max_seconds = max_seconds
+        self.frequencies = nn.Parameter(torch.randn(num_features // 2))
+        self.mlp = TimestepEmbedding(num_features + 1, embedding_dim)
+
+    def forward(self, seconds: torch.Tensor) -> torch.Tensor:
+        """Map `(batch,)` seconds to `(batch, embedding_dim)`."""
+        position = (seconds.clamp(0, self.max_seconds) / self.max_seconds).to(self.frequencies.dtype)[:, None]
+        angles = 2 * math.pi * position * self.frequencies[None, :]
+        return self.mlp(torch.cat([position, angles.sin(), angles.cos()], dim=-1))
+
+
+class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin):
+    r"""A conditional 1-D U-Net that predicts noise (or sample, or velocity) for latent audio sequences.
+
+    The input is `(batch, in_channels + extra_in_channels, frames)`. For JEN-1-style continuation and
+    inpainting the caller concatenates the conditioning channels after the noisy latents:
+    `sample = torch.cat([noisy_latents, extra], dim=1)`, where `extra` has `extra_in_channels` channels
+    (typically one mask channel, 1 where audio is given, followed by the masked clean latents, for
+    `extra_in_channels = 1 + in_channels`). The output has `out_channels` channels and always the same
+    number of frames as the input: any length works, the model pads to a multiple of
+    `2 ** (len(block_out_channels) - 1)` internally (with zeros at the end) and crops the result.
+
+    Each level of the U-Net has `layers_per_block` residual blocks whose GroupNorm is scaled and shifted
+    by the conditioning embedding (timestep, plus optional durations and global condition); levels marked
+    in `attention_levels`, and always the middle block, add self-attention, cross-attention to the text
+    and a feed-forward layer after each residual block. The output convolution and every residual
+    branch's last layer start at zero, so a fresh model predicts exactly zero.
+
+    Args:
+        in_channels (`int`, defaults to 64): Channels of the latents being denoised.
+        out_channels (`int`, *optional*): Channels of the prediction; defaults to `in_channels`.
+        extra_in_channels (`int`, defaults to 0): Conditioning channels concatenated after the latents
+            (mask and masked latents for continuation or inpainting).
+        block_out_channels (`tuple[int, ...]`, defaults to `(64, 128, 256)`): Channels of each level;
+            the sequence is halved in length between consecutive levels.
+        layers_per_block (`int`, defaults to 2): Residual blocks per down level (the up levels have one
+            more, to consume the skip connections).
+        attention_levels (`tuple[bool, ...]`, defaults to `(False, True, True)`): Which levels have
+            attention blocks, one flag per entry of `block_out_channels`.
+        attention_head_dim (`int`, defaults to 64): Channels per attention head; the channels of every
+            level with attention, and of the last level, must be a multiple of it.
+        cross_attention_dim (`int`, defaults to 768): Hidden size of `encoder_hidden_states` (the text
+            encoder's width).
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups; must divide every entry of
+            `block_out_channels`.
+        time_embedding_dim (`int`, *optional*): Width of the conditioning embedding; defaults to
+            `4 * block_out_channels[0]`.
+        use_timing_conditioning (`bool`, defaults to `True`): Whether to embed `seconds_start` and
+            `seconds_total` (Stable Audio's timing conditioning), so that one model learns clips of
+            varying length.
+        max_seconds (`float`, defaults to 30.0): The longest duration the timing conditioning
+            distinguishes; larger values are clamped to it.
+        dropout (`float`, defaults to 0.0): Dropout probability in residual and attention blocks.
+        flip_sin_to_cos (`bool`, defaults to `True`): Order of the sinusoidal timestep embedding
+            (`cos, sin` when true), as in diffusers' `Timesteps`.
+        freq_shift (`float`, defaults to 0.0): Frequency shift of the sinusoidal timestep embedding.
+        global_cond_dim (`int`, defaults to 0): Width of an optional per-example vector (for example a
+            melody or style embedding) projected and added to the conditioning embedding; 0 disables it.
+
+    Example:
+        ```py
+        >>> import torch
+        >>> from latentmusic.models import UNet1DConditionModel
+        >>> unet = UNet1DConditionModel(
+        ...     in_channels=8, block_out_channels=(32, 64), attention_levels=(False, True),
+        ...     layers_per_block=1, attention_head_dim=16, cross_attention_dim=24, norm_num_groups=8,
+        ... )
+        >>> latents = torch.randn(2, 8, 37)
+        >>> text = torch.randn(2, 5, 24)
+        >>> unet(latents, 500, text, seconds_total=torch.tensor([10.0, 20.0])).sample.shape
+        torch.Size([2, 8, 37])
+
+        ```
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 64,
+        out_channels: int | None = None,
+        extra_in_channels: int = 0,
+        block_out_channels: tuple[int, ...] = (64, 128, 256),
+        layers_per_block: int = 2,
+        attention_levels: tuple[bool, ...] = (False, True, True),
+        attention_head_dim: int = 64,
+        cross_attention_dim: int = 768,
+        norm_num_groups: int = 32,
+        time_embedding_dim: int | None = None,
+        use_timing_conditioning: bool = True,
+        max_seconds: float = 30.0,
+        dropout: float = 0.0,
+        flip_sin_to_cos: bool = True,
+        freq_shift: float = 0.0,
+        global_cond_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        block_out_channels = tuple(block_out_channels)
+        attention_levels = tuple(attention_levels)
+        _check_config(
+            block_out_channels,
+            attention_levels,
+            layers_per_block,
+            attention_head_dim,
+            norm_num_groups,
+            extra_in_channels,
+            global_cond_dim,
+            max_seconds,
+        )
+        out_channels = in_channels if out_channels is None else out_channels
+        temb_channels = time_embedding_dim or 4 * block_out_channels[0]
+        block_kwargs = {
+            "temb_channels": temb_channels,
+            "norm_num_groups": norm_num_groups,
+            "attention_head_dim": attention_head_dim,
+            "cross_attention_dim": cross_attention_dim,
+            "dropout": dropout,
+        }
+
+        # conditioning embedding: timestep (+ durations) (+ global condition)
+        self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift)
+        self.time_embedding = TimestepEmbedding(block_out_channels[0], temb_channels)
+        if use_timing_conditioning:
+            self.seconds_start_embedding = SecondsEmbedding(block_out_channels[0], temb_channels, max_seconds)
+            self.seconds_total_embedding = SecondsEmbedding(block_out_channels[0], temb_channels, max_seconds)
+        if global_cond_dim > 0:
+            # no bias, so that a zero vector (the "no condition" value) contributes exactly nothing
+            self.global_cond_proj = nn.Linear(global_cond_dim, temb_channels, bias=False)
+
+        self.conv_in = nn.Conv1d(
+            in_channels + extra_in_channels, block_out_channels[0], kernel_size=3, padding=1
+        )
+
+        num_levels = len(block_out_channels)
+        self.down_blocks = nn.ModuleList(
+            DownBlock1D(
+                in_channels=block_out_channels[max(level - 1, 0)],
+                out_channels=block_out_channels[level],
+                num_layers=layers_per_block,
+                add_attention=attention_levels[level],
+                add_downsample=level < num_levels - 1,
+                **block_kwargs,
+            )
+            for level in range(num_levels)
+        )
+        self.mid_block = MidBlock1D(block_out_channels[-1], **block_kwargs)
+        self.up_blocks = nn.ModuleList(
+            UpBlock1D(
+                in_channels=block_out_channels[max(level - 1, 0)],
+                prev_output_channels=block_out_channels[min(level + 1, num_levels - 1)],
+                out_channels=block_out_channels[level],
+                num_layers=layers_per_block + 1,
+                add_attention=attention_levels[level],
+                add_upsample=level > 0,
+                **block_kwargs,
+            )
+            for level in reversed(range(num_levels))
+        )
+
+        self.norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0])
+        self.conv_out = _zero_(nn.Conv1d(block_out_channels[0], out_channels, kernel_size=3, padding=1))
+
+    @property
+    def length_multiple(self) -> int:
+        """The model pads every input internally to a multiple of this many frames."""
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None = None,
+        seconds_start: torch.Tensor | float | None = None,
+        seconds_total: torch.Tensor | float | None = None,
+        global_cond: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> UNet1DConditionOutput | tuple[torch.Tensor]:
+        r"""Predict for noisy latents at `timestep`, conditioned on text (and durations, global condition).
+
+        Args:
+            sample (`torch.Tensor`): Noisy latents of shape `(batch, in_channels + extra_in_channels,
+                frames)`, any number of frames; the extra channels, if any, come after the latents.
+            timestep (`torch.Tensor`, `float` or `int`): The diffusion timestep: a number, a 0-d tensor, or
+                a 1-d tensor of length 1 or `batch`. Fractional timesteps are used as they are.
+            encoder_hidden_states (`torch.Tensor`): Text encoder hidden states of shape
+                `(batch, text_len, cross_attention_dim)`.
+            encoder_attention_mask (`torch.Tensor`, *optional*): Shape `(batch, text_len)`, 1 (or `True`)
+                for tokens to attend to and 0 for padding; padded tokens have no effect on the output.
+                `None` attends to every token.
+            seconds_start (`torch.Tensor` or `float`, *optional*): Where the clip starts in the source
+                audio, in seconds (a number or a tensor broadcastable to `(batch,)`). Defaults to 0.
+                Ignored unless the model uses timing conditioning.
+            seconds_total (`torch.Tensor` or `float`, *optional*): The duration of the audio the clip
+                represents, in seconds (a number or a tensor broadcastable to `(batch,)`). Defaults to
+                `max_seconds`. Ignored unless the model uses timing conditioning.
+            global_cond (`torch.Tensor`, *optional*): Shape `(batch, global_cond_dim)`, only for models with
+                `global_cond_dim > 0`. `None` is the same as a zero vector (the "no condition" value).
+            return_dict (`bool`, defaults to `True`): Whether to return a [`UNet1DConditionOutput`] rather
+                than a one-element tuple.
+
+        Returns:
+            [`UNet1DConditionOutput`] or `tuple`: The prediction of shape `(batch, out_channels, frames)`,
+            in the output's `sample` or as the tuple's only element.
+
+        Raises:
+            ValueError: If a tensor's shape or the batch sizes do not match the model's configuration.
+        """
+        self._check_inputs(sample, encoder_hidden_states, encoder_attention_mask, global_cond)
+        num_frames = sample.shape[-1]
+
+        temb = self._embed_conditions(sample, timestep, seconds_start, seconds_total, global_cond)
+        encoder_attention_bias = None
+        if encoder_attention_mask is not None:
+            encoder_attention_bias = (1 - encoder_attention_mask.to(sample.dtype)) * _MASKED_LOGIT_BIAS
+            encoder_attention_bias = encoder_attention_bias[:, None, :]
+        context = (encoder_hidden_states, encoder_attention_bias)
+
+        padding = -num_frames % self.length_multiple
+        hidden_states = self.conv_in(F.pad(sample, (0, padding)))
+        skips = (hidden_states,)
+        for down_block in self.down_blocks:
+            hidden_states, block_skips = down_block(hidden_states, temb, *context)
+            skips += block_skips
+        hidden_states = self.mid_block(hidden_states, temb, *context)
+        for up_block in self.up_blocks:
+            num_skips = len(up_block.resnets)
+            hidden_states = up_block(hidden_states, skips[-num_skips:], temb, *context)
+            skips = skips[:-num_skips]
+        output = self.conv_out(F.silu(self.norm_out(hidden_states)))[..., :num_frames]
+
+        if not return_dict:
+            return (output,)
+        return UNet1DConditionOutput(sample=output)
+
+    def _embed_conditions(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        seconds_start: torch.Tensor | float | None,
+        seconds_total: torch.Tensor | float | None,
+        global_cond: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Sum the timestep, duration and global-condition embeddings into one `(batch, temb)` vector."""
+        batch_size = sample.shape[0]
+        timesteps = _per_example(timestep, "timestep", batch_size, sample.device)
+        temb = self.time_embedding(self.time_proj(timesteps).to(sample.dtype))
+        if self.config.use_timing_conditioning:
+            start = 0.0 if seconds_start is None else seconds_start
+            total = self.config.max_seconds if seconds_total is None else seconds_total
+            temb = temb + self.seconds_start_embedding(
+                _per_example(start, "seconds_start", batch_size, sample.device)
+            )
+            temb = temb + self.seconds_total_embedding(
+                _per_example(total, "seconds_total", batch_size, sample.device)
+            )
+        if global_cond is not None:
+            temb = temb + self.global_cond_proj(global_cond.to(temb.dtype))
+        return temb
+
+    def _check_inputs(
+        self,
+        sample: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None,
+        global_cond: torch.Tensor | None,
+    ) -> None:
+        config = self.config
+        expected_channels = config.in_channels + config.extra_in_channels
+        if sample.ndim != 3:
+            raise ValueError(
+                f"`sample` must have shape (batch, channels, frames), got shape {tuple(sample.shape)}; "
+                "add a batch dimension with `sample[None]` for a single example"
+            )
+        if sample.shape[1] != expected_channels:
+            message = f"`sample` has {sample.shape[1]} channels, but this model expects "
+            if config.extra_in_channels:
+                message += (
+                    f"in_channels + extra_in_channels = {config.in_channels} + {config.extra_in_channels} = "
+                    f"{expected_channels}; concatenate the extra (mask and masked latent) channels after the "
+                    "latents along dim 1"
+                )
+            else:
+                message += f"in_channels = {config.in_channels}"
+            raise ValueError(message)
+        if sample.shape[2] == 0:
+            raise ValueError("`sample` has 0 frames; pass at least one frame")
+        batch_size = sample.shape[0]
+        if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[2] != config.cross_attention_dim:
+            raise ValueError(
+                f"`encoder_hidden_states` must have shape (batch, text_len, cross_attention_dim="
+                f"{config.cross_attention_dim}), got shape {tuple(encoder_hidden_states.shape)}; "
+                "use the text encoder this model was built for"
+            )
+        if encoder_hidden_states.shape[0] != batch_size:
+            raise ValueError(
+                f"`encoder_hidden_states` has batch size {encoder_hidden_states.shape[0]}, but `sample` has "
+                f"{batch_size}; repeat the text embeddings to one per sample"
+            )
+        text_shape = tuple(encoder_hidden_states.shape[:2])
+        if encoder_attention_mask is not None and tuple(encoder_attention_mask.shape) != text_shape:
+            raise ValueError(
+                f"`encoder_attention_mask` must have shape (batch, text_len) = {text_shape} like "
+                f"`encoder_hidden_states`, got shape {tuple(encoder_attention_mask.shape)}"
+            )
+        if global_cond is not None:
+            if config.global_cond_dim == 0:
+                raise ValueError(
+                    "`global_cond` was given, but this model has global_cond_dim=0; build it with "
+                    "global_cond_dim > 0 or drop the argument"
+                )
+            if tuple(global_cond.shape) != (batch_size, config.global_cond_dim):
+                raise ValueError(
+                    f"`global_cond` must have shape (batch, global_cond_dim) = "
+                    f"{(batch_size, config.global_cond_dim)}, got shape {tuple(global_cond.shape)}"
+                )
+
+
+def _per_example(
+    value: torch.Tensor | float | int, name: str, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """Return `value` (a number, 0-d tensor, or 1-d tensor of length 1 or `batch_size`) as `(batch_size,)`."""
+    values = torch.as_tensor(value, dtype=torch.float32, device=device)
+    if values.ndim == 0:
+        values = values[None]
+    if values.ndim != 1 or values.shape[0] not in (1, batch_size):
+        raise ValueError(
+            f"`{name}` must be a number, a 0-d tensor or a 1-d tensor of length 1 or batch size "
+            f"{batch_size}, got shape {tuple(values.shape)}"
+        )
+    return values.expand(batch_size)
+
+
+def _check_config(
+    block_out_channels: tuple[int, ...],
+    attention_levels: tuple[bool, ...],
+    layers_per_block: int,
+    attention_head_dim: int,
+    norm_num_groups: int,
+    extra_in_channels: int,
+    global_cond_dim: int,
+    max_seconds: float,
+) -> None:
+    """Raise a ValueError naming the first inconsistent constructor argument."""
+    if len(attention_levels) != len(block_out_channels):
+        raise ValueError(
+            f"attention_levels has {len(attention_levels)} entries but block_out_channels has "
+            f"{len(block_out_channels)}; give one flag per level"
+        )
+    if block_out_channels[0] % 2:
+        raise ValueError(
+            "block_out_channels[0] must be even (it sizes the sinusoidal embeddings), "
+            f"got {block_out_channels[0]}"
+        )
+    for channels in block_out_channels:
+        if channels % norm_num_groups:
+            raise ValueError(
+                f"norm_num_groups={norm_num_groups} must divide every block_out_channels, not {channels}"
+            )
+    attention_channels = [c for c, a in zip(block_out_channels, attention_levels) if a] + [
+        block_out_channels[-1]
+    ]
+    for channels in attention_channels:
+        if channels % attention_head_dim:
+            raise ValueError(
+                f"attention_head_dim={attention_head_dim} must divide the channels of every level with "
+                f"attention (and of the last level, whose middle block always has attention), not {channels}"
+            )
+    if layers_per_block < 1:
+        raise ValueError(f"layers_per_block must be at least 1, got {layers_per_block}")
+    if extra_in_channels < 0 or global_cond_dim < 0:
+        raise ValueError(
+            "extra_in_channels and global_cond_dim must be >= 0, "
+            f"got {extra_in_channels} and {global_cond_dim}"
+        )
+    if not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
