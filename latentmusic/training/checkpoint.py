@@ -74,9 +74,7 @@ def resolve_resume(output_dir: str | Path, resume: str | None) -> Path | None:
         return found[-1] if found else None
     path = Path(resume)
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"resume checkpoint {path} does not exist; pass resume=latest or a checkpoint folder"
-        )
+        raise FileNotFoundError(f"resume checkpoint {path} does not exist; pass resume=latest or a checkpoint folder")
     return path
 
 

@@ -8,7 +8,8 @@ that names the key and lists the valid ones, never a silently ignored typo.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,26 @@ def save_config(config: DictConfig, path: str | Path) -> None:
     """Write the resolved configuration next to a run's outputs, so the run can be reproduced."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(OmegaConf.to_yaml(config, resolve=True))
+
+
+def run_recipe(schema: type, train: Callable[[DictConfig], Any], description: str, argv: Sequence[str] | None = None):
+    """The command line every recipe shares: `--config file.yaml` then `key=value` overrides.
+
+    Args:
+        schema: The recipe's configuration dataclass.
+        train: The training function, called with the merged configuration.
+        description: Shown by `--help` (the recipe's docstring).
+        argv: Arguments (defaults to `sys.argv[1:]`).
+
+    Returns:
+        Whatever `train` returns.
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file with the values that differ from the schema's defaults")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 run.max_steps=500")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(schema, args.config, args.overrides)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    return train(config)

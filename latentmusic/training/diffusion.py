@@ -1,0 +1,319 @@
+"""Training the text-conditioned latent diffusion U-Net (used by `recipes/train_diffusion.py`).
+
+The data set is encoded to latents once with the frozen autoencoder (cached on disk and reused), then the
+U-Net learns to denoise latent crops given their captions. Captions are dropped with a probability for
+classifier-free guidance. An EMA of the U-Net is kept and is what samples and the final pipeline use.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderOobleck, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers.training_utils import EMAModel
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, AutoTokenizer, T5Config, T5EncoderModel
+
+from ..audio import load_audio
+from ..data.dataset import LatentDataset, collate, read_metadata, write_latent_cache
+from ..models import AudioAutoencoder, UNet1DConditionModel, vae_utils
+from ..pipelines.common import encode_text
+from ..pipelines.pipeline_latent_music import LatentMusicPipeline
+from .media import log_audio_samples
+from .objectives import OBJECTIVES, make_training_scheduler, noise_batch, weighted_mse
+from .runner import OptimConfig, Run, RunConfig, StepBatches, make_accelerator, warmup_schedule
+from .tokenizer import build_caption_tokenizer
+
+
+@dataclass
+class DiffusionDataConfig:
+    root: str = "data/corpus"  # folder with metadata.jsonl (the rendered corpus or your own)
+    latent_cache: str = ""  # where encoded latents are kept ("" = <output_dir>/latents); reused if present
+    segment_seconds: float = 4.0  # training window; also the longest clip the U-Net's timing embedding covers
+    batch_size: int = 8
+    caption_dropout: float = 0.1  # probability of an empty caption, for classifier-free guidance
+    num_workers: int = 0
+
+
+@dataclass
+class TextEncoderConfig:
+    pretrained: str = ""  # local folder with a transformers text encoder and its tokenizer ("" = build one)
+    train: bool = False  # train the text encoder with the U-Net (needed for one built from scratch)
+    lr_scale: float = 1.0  # its learning rate relative to optim.lr
+    max_length: int = 48  # tokens per prompt (longer prompts are truncated with a warning)
+    # a T5 encoder built from scratch when `pretrained` is empty (with a tokenizer built from the captions)
+    d_model: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    d_ff: int = 256
+
+
+@dataclass
+class DiffusionObjectiveConfig:
+    objective: str = "v_prediction"  # "epsilon", "v_prediction" or "flow"
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    snr_gamma: float = 5.0  # min-SNR-γ loss weighting (0 = plain MSE); not used by "flow"
+
+
+@dataclass
+class SampleConfig:
+    prompts: list[str] = field(default_factory=lambda: ["a Bach chorale played by a string ensemble"])
+    seconds: float = 4.0
+    steps: int = 25
+    guidance_scale: float = 3.0
+
+
+@dataclass
+class DiffusionTrainingConfig:
+    vae: str = ""  # folder of the trained autoencoder (AudioAutoencoder or AutoencoderOobleck) — required
+    data: DiffusionDataConfig = field(default_factory=DiffusionDataConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    unet: dict[str, Any] = field(
+        default_factory=dict
+    )  # UNet1DConditionModel arguments (in_channels etc. are filled in)
+    diffusion: DiffusionObjectiveConfig = field(default_factory=DiffusionObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/diffusion"))
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    valid_batches: int = 2  # validation batches (fixed crops, fixed noise) per evaluation
+
+
+def load_vae(folder: str | Path):
+    """Load a trained autoencoder folder, whichever of the supported classes wrote it."""
+    config_file = Path(folder) / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no autoencoder (no config.json); pass the folder save_pretrained wrote"
+        )
+    class_name = json.loads(config_file.read_text()).get("_class_name")
+    cls = AutoencoderOobleck if class_name == "AutoencoderOobleck" else AudioAutoencoder
+    return cls.from_pretrained(folder)
+
+
+def load_text_encoder(folder: str | Path):
+    """A local `transformers` text encoder and its tokenizer (T5 loads as its encoder alone)."""
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model_type = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
+    cls = T5EncoderModel if model_type in ("t5", "mt5", "umt5") else AutoModel
+    return tokenizer, cls.from_pretrained(folder, local_files_only=True)
+
+
+def build_text_encoder(config: TextEncoderConfig | DictConfig, captions: list[str]):
+    """A tokenizer built from the captions and a fresh T5 encoder sized by the config."""
+    tokenizer = build_caption_tokenizer(captions, model_max_length=config.max_length)
+    t5 = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=config.d_model,
+        d_kv=config.d_model // config.num_heads,
+        d_ff=config.d_ff,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return tokenizer, T5EncoderModel(t5)
+
+
+def encode_latent_cache(vae, root: str | Path, cache: str | Path, progress: bool = True) -> Path:
+    """Encode every clip of an audio folder with the autoencoder (posterior mode) into a latent cache.
+
+    Clips already in the cache are skipped, so an interrupted encoding resumes and a second run with the
+    same autoencoder reuses the cache.
+    """
+    sample_rate, channels = vae_utils.vae_sample_rate(vae), vae_utils.vae_audio_channels(vae)
+    records = read_metadata(root)
+
+    def encoder(path: Path):
+        def encode() -> torch.Tensor:
+            audio, _ = load_audio(path, sample_rate=sample_rate, channels=channels)
+            with torch.no_grad():
+                return vae.encode(audio.unsqueeze(0).to(vae.device, vae.dtype)).latent_dist.mode()[0].float().cpu()
+
+        return encode
+
+    items = ((record, encoder(Path(root) / record["path"])) for record in records)
+    items = tqdm(items, total=len(records), desc="encoding latents", disable=not progress)
+    write_latent_cache(
+        cache,
+        items,
+        latent_rate=sample_rate / vae_utils.vae_hop_length(vae),
+        scaling_factor=vae_utils.vae_scaling_factor(vae),
+    )
+    return Path(cache)
+
+
+def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
+    """Train the latent diffusion U-Net and save the whole pipeline.
+
+    Returns:
+        The folder of the saved `LatentMusicPipeline` (`<output_dir>/pipeline`).
+    """
+    if isinstance(config, DiffusionTrainingConfig):
+        config = OmegaConf.structured(config)
+    if not config.vae:
+        raise ValueError("vae= is required: the folder of a trained autoencoder (see recipes/train_autoencoder.py)")
+    if config.diffusion.objective not in OBJECTIVES:
+        raise ValueError(f"diffusion.objective must be one of {OBJECTIVES}, got {config.diffusion.objective!r}")
+    run_cfg = config.run
+    accelerator = make_accelerator(run_cfg, config, "latentmusic-diffusion")
+    output_dir = Path(run_cfg.output_dir)
+
+    # Frozen autoencoder and the latent cache
+    vae = load_vae(config.vae).to(accelerator.device).eval().requires_grad_(False)
+    cache = Path(config.data.latent_cache or output_dir / "latents")
+    with accelerator.main_process_first():
+        if accelerator.is_main_process:
+            encode_latent_cache(vae, config.data.root, cache, progress=run_cfg.progress_bar)
+    latent_rate = vae_utils.vae_sample_rate(vae) / vae_utils.vae_hop_length(vae)
+    segment_frames = max(1, round(config.data.segment_seconds * latent_rate))
+    common = dict(segment_frames=segment_frames, channels=vae_utils.vae_latent_channels(vae), seed=run_cfg.seed)
+    train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
+    valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
+
+    # Text encoder and tokenizer
+    if config.text_encoder.pretrained:
+        tokenizer, text_encoder = load_text_encoder(config.text_encoder.pretrained)
+    else:
+        captions = [c for record in read_metadata(config.data.root, split="train") for c in record["captions"]]
+        tokenizer, text_encoder = build_text_encoder(config.text_encoder, captions)
+    text_encoder.requires_grad_(bool(config.text_encoder.train))
+
+    # U-Net, objective, optimiser, EMA
+    unet = UNet1DConditionModel(
+        **{
+            **OmegaConf.to_container(config.unet),
+            "in_channels": vae_utils.vae_latent_channels(vae),
+            "cross_attention_dim": text_encoder.config.hidden_size
+            if hasattr(text_encoder.config, "hidden_size")
+            else text_encoder.config.d_model,
+            "use_timing_conditioning": True,
+            "max_seconds": config.data.segment_seconds,
+        }
+    )
+    train_scheduler = make_training_scheduler(
+        config.diffusion.objective, config.diffusion.num_train_timesteps, config.diffusion.beta_schedule
+    )
+    groups = [{"params": unet.parameters(), "lr": config.optim.lr}]
+    if config.text_encoder.train:
+        groups.append({"params": text_encoder.parameters(), "lr": config.optim.lr * config.text_encoder.lr_scale})
+    optimizer = torch.optim.AdamW(groups, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay)
+    lr_schedule = warmup_schedule(optimizer, config.optim.warmup_steps)
+    ema = EMAModel(
+        unet.parameters(), decay=config.optim.ema_decay, model_cls=UNet1DConditionModel, model_config=unet.config
+    )
+    unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(unet, text_encoder, optimizer, lr_schedule)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+
+    run = Run(accelerator, run_cfg)
+    start = run.resume()
+    batches = StepBatches(train_set, config.data.batch_size, run_cfg.seed, config.data.num_workers, collate).from_step(
+        start
+    )
+    step_generator = torch.Generator(device=accelerator.device)
+
+    def denoise_loss(batch: dict[str, Any], generator: torch.Generator | None, captions: list[str]) -> torch.Tensor:
+        latents = vae_utils.scale_latents(vae, batch["latents"].to(accelerator.device))
+        text = encode_text(tokenizer, text_encoder, captions, accelerator.device, config.text_encoder.max_length)
+        noised = noise_batch(train_scheduler, latents, generator, config.diffusion.snr_gamma or None)
+        seconds_total = batch["padding_mask"].sum(-1).to(accelerator.device) / latent_rate
+        prediction = unet(
+            noised.noisy,
+            noised.timesteps,
+            encoder_hidden_states=text.hidden_states,
+            encoder_attention_mask=text.attention_mask,
+            seconds_start=torch.zeros_like(seconds_total),
+            seconds_total=seconds_total,
+        ).sample
+        return weighted_mse(prediction, noised, batch["padding_mask"].to(accelerator.device)[:, None])
+
+    run.start_progress()
+    unet.train()
+    while not run.done:
+        batch = next(batches)
+        step_generator.manual_seed(run_cfg.seed * 1_000_003 + run.step)
+        with accelerator.accumulate(unet):
+            loss = denoise_loss(batch, step_generator, batch["caption"])
+            accelerator.backward(loss)
+            if config.optim.grad_clip > 0 and accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(unet.parameters(), config.optim.grad_clip)
+            optimizer.step()
+            lr_schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(unet).parameters())
+        logs = {"loss": loss.item(), "lr": lr_schedule.get_last_lr()[0]}
+        if (run.step + 1) % run_cfg.eval_every == 0 or run.step + 1 == run_cfg.max_steps:
+            unet.eval()
+            logs.update(validation_losses(denoise_loss, valid_set, config))
+            unet.train()
+        run.end_step(logs)
+        if run.due(run_cfg.sample_every) and accelerator.is_main_process:
+            pipe = make_pipeline(vae, text_encoder, tokenizer, accelerator.unwrap_model(unet), ema, train_scheduler)
+            log_samples(pipe, accelerator, run.step, config.sample, output_dir)
+
+    pipe = make_pipeline(vae, text_encoder, tokenizer, accelerator.unwrap_model(unet), ema, train_scheduler)
+    folder = output_dir / "pipeline"
+    if accelerator.is_main_process:
+        pipe.save_pretrained(folder)
+    run.finish()
+    return folder
+
+
+@torch.no_grad()
+def validation_losses(denoise_loss, valid_set: LatentDataset, config) -> dict[str, float]:
+    """Held-out loss with fixed crops and noise, with the right captions and with captions shuffled.
+
+    The gap between the two is how much the model uses the text.
+    """
+    if len(valid_set) == 0:
+        return {}
+    loader = torch.utils.data.DataLoader(
+        valid_set, batch_size=config.data.batch_size, shuffle=False, collate_fn=collate
+    )
+    right, shuffled = [], []
+    for i, batch in enumerate(loader):
+        if i >= config.valid_batches:
+            break
+        captions = batch["caption"]
+        rolled = captions[1:] + captions[:1]
+        seed = config.run.seed + i
+        right.append(denoise_loss(batch, torch.Generator().manual_seed(seed), captions).item())
+        shuffled.append(denoise_loss(batch, torch.Generator().manual_seed(seed), rolled).item())
+    return {"valid_loss": sum(right) / len(right), "valid_loss_shuffled_captions": sum(shuffled) / len(shuffled)}
+
+
+def make_pipeline(vae, text_encoder, tokenizer, unet, ema: EMAModel, train_scheduler) -> LatentMusicPipeline:
+    """A pipeline with the EMA weights and a fast default sampler for the training objective."""
+    ema_unet = copy.deepcopy(unet)
+    ema.copy_to(ema_unet.parameters())
+    if isinstance(train_scheduler, FlowMatchEulerDiscreteScheduler):
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(train_scheduler.config)
+    else:
+        scheduler = DPMSolverMultistepScheduler.from_config(train_scheduler.config)
+    pipe = LatentMusicPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=ema_unet.eval(), scheduler=scheduler
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def log_samples(pipe: LatentMusicPipeline, accelerator, step: int, sample, output_dir: Path) -> None:
+    seconds = min(sample.seconds, pipe.max_audio_length_in_s or sample.seconds)
+    audios = pipe(
+        list(sample.prompts),
+        audio_length_in_s=seconds,
+        num_inference_steps=sample.steps,
+        guidance_scale=sample.guidance_scale,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    ).audios
+    named = {f"prompt{i}": audio for i, audio in enumerate(audios)}
+    log_audio_samples(accelerator, step, named, pipe.sample_rate, output_dir)

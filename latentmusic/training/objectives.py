@@ -1,0 +1,108 @@
+"""Diffusion training objectives on top of diffusers schedulers: what to noise, what to predict, how to weight.
+
+Three objectives, chosen by the scheduler the model ships with:
+
+- `epsilon` and `v_prediction` with a DDPM-style scheduler (noising by `scheduler.add_noise`, velocity by
+  `scheduler.get_velocity`), optionally with min-SNR-γ loss weighting (Hang et al., 2023);
+- `flow` (rectified flow / flow matching) with `FlowMatchEulerDiscreteScheduler`: `x_t = (1 - σ) x + σ ε`,
+  the model predicts the velocity `ε - x`, and the timestep it sees is `σ · num_train_timesteps`, the
+  convention that scheduler samples with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers.training_utils import compute_snr
+
+OBJECTIVES = ("epsilon", "v_prediction", "flow")
+
+
+def make_training_scheduler(objective: str, num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2"):
+    """The scheduler a model is trained (and then shipped) with for `objective`."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown diffusion objective {objective!r}; choose from {OBJECTIVES}")
+    if objective == "flow":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps)
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule=beta_schedule,
+        prediction_type=objective,
+        clip_sample=False,
+    )
+
+
+def objective_of(scheduler) -> str:
+    """The objective a training scheduler implies."""
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        return "flow"
+    return scheduler.config.prediction_type
+
+
+@dataclass
+class NoisedBatch:
+    noisy: torch.Tensor
+    timesteps: torch.Tensor
+    target: torch.Tensor
+    weights: torch.Tensor
+
+
+def noise_batch(
+    scheduler,
+    latents: torch.Tensor,
+    generator: torch.Generator | None = None,
+    snr_gamma: float | None = None,
+) -> NoisedBatch:
+    """Draw timesteps and noise for a batch of clean latents and return the model's input and target.
+
+    Args:
+        scheduler: The training scheduler (see `make_training_scheduler`).
+        latents: Clean, scaled latents `(batch, channels, frames)`.
+        generator: Optional generator for reproducible timesteps and noise.
+        snr_gamma: If set (e.g. 5.0), weight each example by min-SNR-γ; ignored for `flow`.
+
+    Returns:
+        The noisy latents, the timesteps to condition on, the regression target and per-example weights.
+    """
+    batch = latents.shape[0]
+    device = latents.device
+    noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+    num_train_timesteps = scheduler.config.num_train_timesteps
+    if objective_of(scheduler) == "flow":
+        sigmas = torch.rand(batch, generator=generator, device=device, dtype=latents.dtype)
+        sigma = sigmas.view(-1, 1, 1)
+        noisy = (1 - sigma) * latents + sigma * noise
+        return NoisedBatch(noisy, sigmas * num_train_timesteps, noise - latents, torch.ones_like(sigmas))
+
+    timesteps = torch.randint(0, num_train_timesteps, (batch,), generator=generator, device=device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    objective = objective_of(scheduler)
+    if objective == "epsilon":
+        target = noise
+    elif objective == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        raise ValueError(f"training with prediction_type={objective!r} is not supported; use one of {OBJECTIVES}")
+    weights = torch.ones(batch, device=device, dtype=latents.dtype)
+    if snr_gamma:
+        snr = compute_snr(scheduler, timesteps).to(latents.dtype)
+        clipped = torch.minimum(snr, torch.full_like(snr, snr_gamma))
+        weights = clipped / (snr + 1) if objective == "v_prediction" else clipped / snr
+    return NoisedBatch(noisy, timesteps, target, weights)
+
+
+def weighted_mse(prediction: torch.Tensor, batch: NoisedBatch, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error per example, weighted, averaged over the batch.
+
+    `mask` (batch, 1 or channels, frames) restricts the loss to frames that count (e.g. real audio,
+    not padding; or the generated span in masked training).
+    """
+    error = (prediction.float() - batch.target.float()) ** 2
+    if mask is None:
+        per_example = error.mean(dim=(1, 2))
+    else:
+        mask = mask.to(error.dtype).expand_as(error)
+        per_example = (error * mask).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp(min=1)
+    return (per_example * batch.weights.float()).mean()
