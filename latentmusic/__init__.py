@@ -3,5 +3,14 @@
 __version__ = "0.1.0.dev0"
 
 from .audio import load_audio, save_audio
+from .models import AudioAutoencoder, UNet1DConditionModel
+from .pipelines import LatentMusicPipeline
 
-__all__ = ["load_audio", "save_audio", "__version__"]
+__all__ = [
+    "AudioAutoencoder",
+    "LatentMusicPipeline",
+    "UNet1DConditionModel",
+    "load_audio",
+    "save_audio",
+    "__version__",
+]

@@ -56,9 +56,7 @@ def check_audio(audio: torch.Tensor | np.ndarray, name: str = "audio") -> torch.
             "scale integer PCM first, e.g. audio.float() / 32768 for 16-bit"
         )
     if audio.numel() == 0:
-        raise ValueError(
-            f"{name} is empty (shape {tuple(audio.shape)}); check the file or the model that produced it"
-        )
+        raise ValueError(f"{name} is empty (shape {tuple(audio.shape)}); check the file or the model that produced it")
     if not torch.isfinite(audio).all():
         n_nan, n_inf = int(audio.isnan().sum()), int(audio.isinf().sum())
         raise ValueError(
@@ -222,9 +220,7 @@ def normalize_peak(audio: torch.Tensor | np.ndarray, peak_db: float = -1.0) -> t
     return audio * (10 ** (peak_db / 20) / peak)
 
 
-def normalize_loudness(
-    audio: torch.Tensor | np.ndarray, sample_rate: int, target_lufs: float = -23.0
-) -> torch.Tensor:
+def normalize_loudness(audio: torch.Tensor | np.ndarray, sample_rate: int, target_lufs: float = -23.0) -> torch.Tensor:
     """Scale audio to an integrated loudness (ITU-R BS.1770) of ``target_lufs``.
 
     The result may exceed [-1, 1]; follow with :func:`normalize_peak` or a limiter if it must not.

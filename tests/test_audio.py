@@ -214,9 +214,7 @@ def test_overlap_add_pointwise_fn_matches_unchunked():
     assert torch.allclose(process_in_chunks(audio, lambda chunk: chunk * 2, 4096, 512), audio * 2, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    ("length", "chunk_size", "overlap"), [(1000, 100, 30), (1234, 256, 0), (99, 100, 50)]
-)
+@pytest.mark.parametrize(("length", "chunk_size", "overlap"), [(1000, 100, 30), (1234, 256, 0), (99, 100, 50)])
 def test_overlap_add_weights_sum_to_one(length, chunk_size, overlap):
     starts = chunk_starts(length, chunk_size, overlap)
     assert starts[0] == 0

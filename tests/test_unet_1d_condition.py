@@ -289,9 +289,7 @@ def test_every_parameter_receives_a_gradient():
         "seconds_total": torch.tensor([3.0, 7.0]),
     }
     _, grads = loss_and_grads(model, args)
-    without_gradient = [
-        name for name, _ in model.named_parameters() if name not in grads or not grads[name].any()
-    ]
+    without_gradient = [name for name, _ in model.named_parameters() if name not in grads or not grads[name].any()]
     assert without_gradient == []
 
 

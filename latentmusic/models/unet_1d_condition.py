@@ -70,9 +70,7 @@ class ResnetBlock1D(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _zero_(nn.Conv1d(out_channels, out_channels, kernel_size=3, padding=1))
         self.shortcut = (
-            nn.Identity()
-            if in_channels == out_channels
-            else nn.Conv1d(in_channels, out_channels, kernel_size=1)
+            nn.Identity() if in_channels == out_channels else nn.Conv1d(in_channels, out_channels, kernel_size=1)
         )
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
@@ -98,9 +96,7 @@ class AttentionBlock1D(nn.Module):
         dropout: Dropout probability inside the attention and feed-forward layers.
     """
 
-    def __init__(
-        self, channels: int, attention_head_dim: int, cross_attention_dim: int, dropout: float
-    ) -> None:
+    def __init__(self, channels: int, attention_head_dim: int, cross_attention_dim: int, dropout: float) -> None:
         super().__init__()
         self.transformer = BasicTransformerBlock(
             channels,
@@ -189,9 +185,7 @@ class DownBlock1D(_CheckpointedBlock):
             for _ in range(num_layers if add_attention else 0)
         )
         self.downsample = (
-            nn.Conv1d(out_channels, out_channels, kernel_size=3, stride=2, padding=1)
-            if add_downsample
-            else None
+            nn.Conv1d(out_channels, out_channels, kernel_size=3, stride=2, padding=1) if add_downsample else None
         )
 
     def forward(
@@ -252,9 +246,7 @@ class MidBlock1D(_CheckpointedBlock):
     ) -> torch.Tensor:
         """Apply residual block, attention, residual block."""
         hidden_states = self._run(self.resnets[0], hidden_states, temb)
-        hidden_states = self._run(
-            self.attention, hidden_states, encoder_hidden_states, encoder_attention_bias
-        )
+        hidden_states = self._run(self.attention, hidden_states, encoder_hidden_states, encoder_attention_bias)
         return self._run(self.resnets[1], hidden_states, temb)
 
 
@@ -295,18 +287,14 @@ class UpBlock1D(_CheckpointedBlock):
             skip_channels = in_channels if i == num_layers - 1 else out_channels
             input_channels = prev_output_channels if i == 0 else out_channels
             resnets.append(
-                ResnetBlock1D(
-                    input_channels + skip_channels, out_channels, temb_channels, norm_num_groups, dropout
-                )
+                ResnetBlock1D(input_channels + skip_channels, out_channels, temb_channels, norm_num_groups, dropout)
             )
         self.resnets = nn.ModuleList(resnets)
         self.attentions = nn.ModuleList(
             AttentionBlock1D(out_channels, attention_head_dim, cross_attention_dim, dropout)
             for _ in range(num_layers if add_attention else 0)
         )
-        self.upsample_conv = (
-            nn.Conv1d(out_channels, out_channels, kernel_size=3, padding=1) if add_upsample else None
-        )
+        self.upsample_conv = nn.Conv1d(out_channels, out_channels, kernel_size=3, padding=1) if add_upsample else None
 
     def forward(
         self,
@@ -474,9 +462,7 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin):
             # no bias, so that a zero vector (the "no condition" value) contributes exactly nothing
             self.global_cond_proj = nn.Linear(global_cond_dim, temb_channels, bias=False)
 
-        self.conv_in = nn.Conv1d(
-            in_channels + extra_in_channels, block_out_channels[0], kernel_size=3, padding=1
-        )
+        self.conv_in = nn.Conv1d(in_channels + extra_in_channels, block_out_channels[0], kernel_size=3, padding=1)
 
         num_levels = len(block_out_channels)
         self.down_blocks = nn.ModuleList(
@@ -595,12 +581,8 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin):
         if self.config.use_timing_conditioning:
             start = 0.0 if seconds_start is None else seconds_start
             total = self.config.max_seconds if seconds_total is None else seconds_total
-            temb = temb + self.seconds_start_embedding(
-                _per_example(start, "seconds_start", batch_size, sample.device)
-            )
-            temb = temb + self.seconds_total_embedding(
-                _per_example(total, "seconds_total", batch_size, sample.device)
-            )
+            temb = temb + self.seconds_start_embedding(_per_example(start, "seconds_start", batch_size, sample.device))
+            temb = temb + self.seconds_total_embedding(_per_example(total, "seconds_total", batch_size, sample.device))
         if global_cond is not None:
             temb = temb + self.global_cond_proj(global_cond.to(temb.dtype))
         return temb
@@ -663,9 +645,7 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin):
                 )
 
 
-def _per_example(
-    value: torch.Tensor | float | int, name: str, batch_size: int, device: torch.device
-) -> torch.Tensor:
+def _per_example(value: torch.Tensor | float | int, name: str, batch_size: int, device: torch.device) -> torch.Tensor:
     """Return `value` (a number, 0-d tensor, or 1-d tensor of length 1 or `batch_size`) as `(batch_size,)`."""
     values = torch.as_tensor(value, dtype=torch.float32, device=device)
     if values.ndim == 0:
@@ -696,17 +676,12 @@ def _check_config(
         )
     if block_out_channels[0] % 2:
         raise ValueError(
-            "block_out_channels[0] must be even (it sizes the sinusoidal embeddings), "
-            f"got {block_out_channels[0]}"
+            f"block_out_channels[0] must be even (it sizes the sinusoidal embeddings), got {block_out_channels[0]}"
         )
     for channels in block_out_channels:
         if channels % norm_num_groups:
-            raise ValueError(
-                f"norm_num_groups={norm_num_groups} must divide every block_out_channels, not {channels}"
-            )
-    attention_channels = [c for c, a in zip(block_out_channels, attention_levels) if a] + [
-        block_out_channels[-1]
-    ]
+            raise ValueError(f"norm_num_groups={norm_num_groups} must divide every block_out_channels, not {channels}")
+    attention_channels = [c for c, a in zip(block_out_channels, attention_levels) if a] + [block_out_channels[-1]]
     for channels in attention_channels:
         if channels % attention_head_dim:
             raise ValueError(
@@ -717,8 +692,7 @@ def _check_config(
         raise ValueError(f"layers_per_block must be at least 1, got {layers_per_block}")
     if extra_in_channels < 0 or global_cond_dim < 0:
         raise ValueError(
-            "extra_in_channels and global_cond_dim must be >= 0, "
-            f"got {extra_in_channels} and {global_cond_dim}"
+            f"extra_in_channels and global_cond_dim must be >= 0, got {extra_in_channels} and {global_cond_dim}"
         )
     if not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")

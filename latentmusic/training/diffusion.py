@@ -58,7 +58,7 @@ class TextEncoderConfig:
 class DiffusionObjectiveConfig:
     objective: str = "v_prediction"  # "epsilon", "v_prediction" or "flow"
     num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"
+    beta_schedule: str = "scaled_linear"  # "linear", "scaled_linear" or "squaredcos_cap_v2" (betas 0.00085→0.012)
     snr_gamma: float = 5.0  # min-SNR-γ loss weighting (0 = plain MSE); not used by "flow"
 
 

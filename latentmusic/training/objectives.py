@@ -20,8 +20,13 @@ from diffusers.training_utils import compute_snr
 OBJECTIVES = ("epsilon", "v_prediction", "flow")
 
 
-def make_training_scheduler(objective: str, num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2"):
-    """The scheduler a model is trained (and then shipped) with for `objective`."""
+def make_training_scheduler(objective: str, num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear"):
+    """The scheduler a model is trained (and then shipped) with for `objective`.
+
+    The default betas are Stable Diffusion's scaled-linear 0.00085 → 0.012 (σ_max ≈ 14.6). The cosine
+    schedule reaches σ_max ≈ 2·10⁴, where diffusers' Euler-ancestral step loses float32 precision and
+    returns NaN, so it is not the default.
+    """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown diffusion objective {objective!r}; choose from {OBJECTIVES}")
     if objective == "flow":
@@ -29,6 +34,8 @@ def make_training_scheduler(objective: str, num_train_timesteps: int = 1000, bet
     return DDPMScheduler(
         num_train_timesteps=num_train_timesteps,
         beta_schedule=beta_schedule,
+        beta_start=0.00085,
+        beta_end=0.012,
         prediction_type=objective,
         clip_sample=False,
     )

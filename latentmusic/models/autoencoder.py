@@ -1,0 +1,293 @@
+"""`AudioAutoencoder`: the JEN-1-style continuous-latent waveform autoencoder.
+
+A 1-D convolutional encoder/decoder on raw audio in the SoundStream/EnCodec/DAC lineage (strided
+convolutions with dilated residual units, Snake activations, weight norm), with a continuous bottleneck
+and no quantisation: a light diagonal-Gaussian (KL) bottleneck by default, or a plain deterministic
+one. The interface is diffusers' (`encode(x).latent_dist`, `decode(z).sample`), so diffusers'
+`AutoencoderOobleck` can stand in its place in the pipeline.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+BOTTLENECKS = ("kl", "plain")
+ACTIVATIONS = ("snake", "elu")
+
+
+class Snake(nn.Module):
+    """x + sin²(αx)/α with a learnable α per channel (periodic inductive bias for audio, from BigVGAN/DAC)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
+
+
+def _activation(name: str, channels: int) -> nn.Module:
+    return Snake(channels) if name == "snake" else nn.ELU()
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> nn.Module:
+    padding = (kernel_size - 1) * dilation // 2
+    return weight_norm(nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, padding=padding))
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, channels: int, dilation: int, activation: str) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            _activation(activation, channels),
+            _conv(channels, channels, 7, dilation),
+            _activation(activation, channels),
+            _conv(channels, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+def _residual_units(channels: int, activation: str) -> list[nn.Module]:
+    return [ResidualUnit(channels, dilation, activation) for dilation in (1, 3, 9)]
+
+
+def _down(in_channels: int, out_channels: int, stride: int, activation: str) -> nn.Module:
+    conv = nn.Conv1d(in_channels, out_channels, 2 * stride, stride=stride, padding=math.ceil(stride / 2))
+    return nn.Sequential(
+        *_residual_units(in_channels, activation), _activation(activation, in_channels), weight_norm(conv)
+    )
+
+
+def _up(in_channels: int, out_channels: int, stride: int, activation: str) -> nn.Module:
+    conv = nn.ConvTranspose1d(
+        in_channels, out_channels, 2 * stride, stride=stride, padding=math.ceil(stride / 2), output_padding=stride % 2
+    )
+    return nn.Sequential(
+        _activation(activation, in_channels), weight_norm(conv), *_residual_units(out_channels, activation)
+    )
+
+
+class AudioAutoencoder(ModelMixin, ConfigMixin):
+    r"""A continuous-latent waveform autoencoder (JEN-1 style).
+
+    Args:
+        audio_channels (`int`, defaults to 1): 1 (mono) or 2 (stereo).
+        sample_rate (`int`, defaults to 24000): The sample rate the model works at.
+        base_channels (`int`, defaults to 32): Width after the input convolution; doubles at every
+            down-sampling step (up to `max_channels`).
+        max_channels (`int`, defaults to 512): Cap on the width.
+        strides (`tuple[int]`, defaults to `(2, 4, 5, 8)`): Down-sampling factors; their product is the
+            hop length (samples per latent frame).
+        latent_channels (`int`, defaults to 32): Channels of the latent sequence.
+        bottleneck (`str`, defaults to `"kl"`): `"kl"` (diagonal Gaussian, sampled in training) or
+            `"plain"` (deterministic).
+        activation (`str`, defaults to `"snake"`): `"snake"` or `"elu"`.
+        scaling_factor (`float`, defaults to 1.0), shift_factor (`float`, defaults to 0.0): The diffusion
+            model sees `(z - shift_factor) * scaling_factor`; computed from data after training
+            (`latentmusic.models.autoencoder.compute_latent_statistics`).
+        chunk_size (`int`, defaults to 256), chunk_context (`int`, defaults to 32): Latent frames per
+            window, and of context on each side, when chunking is enabled (`enable_chunking`).
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        audio_channels: int = 1,
+        sample_rate: int = 24000,
+        base_channels: int = 32,
+        max_channels: int = 512,
+        strides: tuple[int, ...] = (2, 4, 5, 8),
+        latent_channels: int = 32,
+        bottleneck: str = "kl",
+        activation: str = "snake",
+        scaling_factor: float = 1.0,
+        shift_factor: float = 0.0,
+        chunk_size: int = 256,
+        chunk_context: int = 32,
+    ) -> None:
+        super().__init__()
+        _check_config(audio_channels, strides, latent_channels, bottleneck, activation, chunk_size, chunk_context)
+        widths = [min(base_channels * 2**i, max_channels) for i in range(len(strides) + 1)]
+        moments = 2 * latent_channels if bottleneck == "kl" else latent_channels
+        self.encoder = nn.Sequential(
+            _conv(audio_channels, widths[0], 7),
+            *[_down(widths[i], widths[i + 1], s, activation) for i, s in enumerate(strides)],
+            _activation(activation, widths[-1]),
+            _conv(widths[-1], moments, 3),
+        )
+        self.decoder = nn.Sequential(
+            _conv(latent_channels, widths[-1], 7),
+            *[_up(widths[i + 1], widths[i], s, activation) for i, s in reversed(list(enumerate(strides)))],
+            _activation(activation, widths[0]),
+            _conv(widths[0], audio_channels, 7),
+            nn.Tanh(),
+        )
+        self.use_chunking = False
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per latent frame (the product of the strides)."""
+        return math.prod(self.config.strides)
+
+    @property
+    def latent_rate(self) -> float:
+        """Latent frames per second."""
+        return self.config.sample_rate / self.hop_length
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs: bool = False, **kwargs):
+        """As diffusers' `from_config`, but a key the model does not know is an error, not a silent no-op."""
+        model, unused = super().from_config(config, return_unused_kwargs=True, **kwargs)
+        unknown = sorted(k for k in unused if not k.startswith("_"))
+        if unknown:
+            valid = ", ".join(sorted(inspect.signature(cls.__init__).parameters.keys() - {"self"}))
+            raise ValueError(f"unknown AudioAutoencoder config keys {unknown}; valid keys: {valid}")
+        return (model, {}) if return_unused_kwargs else model
+
+    # -- chunking ----------------------------------------------------------------------------------------
+
+    def enable_chunking(self, chunk_size: int | None = None, context: int | None = None) -> None:
+        """Encode and decode long inputs window by window, so memory is bounded by the window, not the input.
+
+        Each window is processed with `context` extra latent frames of its neighbours on both sides, and
+        only its own part of the output is kept (overlap-save). When the context covers the network's
+        receptive field the result equals unchunked processing; with less it is close, and there are no
+        crossfades or seams to hear either way.
+
+        Args:
+            chunk_size: Latent frames per window (the config's `chunk_size` by default).
+            context: Latent frames of context on each side (the config's `chunk_context` by default).
+        """
+        size = chunk_size or self.config.chunk_size
+        context = self.config.chunk_context if context is None else context
+        _check_chunks(size, context)
+        self.register_to_config(chunk_size=size, chunk_context=context)
+        self.use_chunking = True
+
+    def disable_chunking(self) -> None:
+        self.use_chunking = False
+
+    def _chunked(self, x: torch.Tensor, fn, in_hop: int, out_hop: int) -> torch.Tensor:
+        """Apply `fn` window by window along the last axis (`in_hop` input / `out_hop` output steps a frame)."""
+        frames = x.shape[-1] // in_hop
+        size, context = self.config.chunk_size, self.config.chunk_context
+        if not self.use_chunking or frames <= size:
+            return fn(x)
+        pieces = []
+        for start in range(0, frames, size):
+            low, high = max(0, start - context), min(frames, start + size + context)
+            out = fn(x[..., low * in_hop : high * in_hop])
+            pieces.append(out[..., (start - low) * out_hop : (min(start + size, frames) - low) * out_hop])
+        return torch.cat(pieces, dim=-1)
+
+    # -- the diffusers interface -------------------------------------------------------------------------
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
+        """Encode audio `(batch, audio_channels, samples)` into a latent distribution.
+
+        The input is zero-padded to a multiple of `hop_length`, so there are `ceil(samples / hop_length)`
+        latent frames.
+        """
+        _check_audio_input(x, self.config.audio_channels)
+        pad = -x.shape[-1] % self.hop_length
+        x = nn.functional.pad(x, (0, pad))
+        moments = self._chunked(x, self.encoder, self.hop_length, 1)
+        if self.config.bottleneck == "kl":
+            posterior = DiagonalGaussianDistribution(moments)
+        else:
+            posterior = DiagonalGaussianDistribution(
+                torch.cat([moments, torch.zeros_like(moments)], 1), deterministic=True
+            )
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple:
+        """Decode latents `(batch, latent_channels, frames)` into `frames * hop_length` samples of audio."""
+        if z.ndim != 3 or z.shape[1] != self.config.latent_channels:
+            raise ValueError(
+                f"latents must have shape (batch, {self.config.latent_channels}, frames) for this autoencoder, "
+                f"got {tuple(z.shape)}; were they made by another autoencoder?"
+            )
+        audio = self._chunked(z, self.decoder, 1, self.hop_length)
+        return DecoderOutput(sample=audio) if return_dict else (audio,)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        sample_posterior: bool = False,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> DecoderOutput | tuple:
+        """Reconstruct audio; the output has exactly the input's length."""
+        posterior = self.encode(sample).latent_dist
+        z = posterior.sample(generator) if sample_posterior else posterior.mode()
+        audio = self.decode(z).sample[..., : sample.shape[-1]]
+        return DecoderOutput(sample=audio) if return_dict else (audio,)
+
+
+@torch.no_grad()
+def compute_latent_statistics(vae: AudioAutoencoder, batches, use_shift: bool = False) -> tuple[float, float]:
+    """Measure the latents' mean and standard deviation over audio batches and store the scaling in the config.
+
+    After this, `(z - shift_factor) * scaling_factor` has unit variance (and zero mean when `use_shift`), as
+    the diffusion model expects; `save_pretrained` keeps both values.
+    """
+    total = total_sq = count = 0.0
+    for audio in batches:
+        z = vae.encode(audio.to(vae.device, vae.dtype)).latent_dist.mode().double()
+        total, total_sq, count = total + z.sum().item(), total_sq + z.pow(2).sum().item(), count + z.numel()
+    if count == 0:
+        raise ValueError("no audio was given to compute latent statistics from")
+    mean = total / count
+    shift = mean if use_shift else 0.0
+    std = math.sqrt(max(total_sq / count - 2 * shift * mean + shift**2, 1e-12))
+    vae.register_to_config(scaling_factor=1.0 / std, shift_factor=shift)
+    return 1.0 / std, shift
+
+
+def _check_audio_input(x: torch.Tensor, channels: int) -> None:
+    if x.ndim != 3:
+        raise ValueError(
+            f"audio must have shape (batch, channels, samples), got {tuple(x.shape)}; add x[None] for one clip"
+        )
+    if x.shape[1] != channels:
+        raise ValueError(
+            f"got {x.shape[1]}-channel audio but this autoencoder was configured for audio_channels={channels}; "
+            "convert with latentmusic.audio.to_channels"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError(
+            f"audio contains {int((~torch.isfinite(x)).sum())} NaN/Inf samples; "
+            "clean it (torch.nan_to_num) or check its source"
+        )
+
+
+def _check_chunks(size: int, context: int) -> None:
+    if size < 1 or context < 0:
+        raise ValueError(f"chunking needs chunk_size >= 1 and context >= 0 latent frames, got {size} and {context}")
+
+
+def _check_config(audio_channels, strides, latent_channels, bottleneck, activation, chunk_size, chunk_context) -> None:
+    if audio_channels not in (1, 2):
+        raise ValueError(f"audio_channels must be 1 (mono) or 2 (stereo), got {audio_channels}")
+    if not strides or any(int(s) < 1 for s in strides):
+        raise ValueError(f"strides must be a non-empty list of positive integers, got {strides}")
+    if latent_channels < 1:
+        raise ValueError(f"latent_channels must be positive, got {latent_channels}")
+    if bottleneck not in BOTTLENECKS:
+        raise ValueError(f"unknown bottleneck {bottleneck!r}; choose from {BOTTLENECKS}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose from {ACTIVATIONS}")
+    _check_chunks(chunk_size, chunk_context)

@@ -1,0 +1,132 @@
+"""What the diffusion and token pipelines share: prompt checks, prompt encoding, output shaping.
+
+One place for each concept, so both pipelines answer a bad prompt with the same message, encode text the
+same way (and so can share a text encoder), and return audio in the same shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+OUTPUT_TYPES = ("np", "pt", "latent")
+
+
+@dataclass
+class PromptEmbeddings:
+    """Text-encoder hidden states and their attention mask (1 = real token, 0 = padding)."""
+
+    hidden_states: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+
+    def repeat(self, times: int) -> PromptEmbeddings:
+        """Repeat each prompt `times` times in a row (for `num_waveforms_per_prompt`)."""
+        mask = None if self.attention_mask is None else self.attention_mask.repeat_interleave(times, dim=0)
+        return PromptEmbeddings(self.hidden_states.repeat_interleave(times, dim=0), mask)
+
+
+def as_prompt_list(prompt: str | list[str] | None, name: str = "prompt") -> list[str] | None:
+    """Normalise a prompt argument to a list and reject what cannot be a prompt."""
+    if prompt is None:
+        return None
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"`{name}` must be a string or a list of strings, got {type(prompt).__name__}")
+    if len(prompts) == 0:
+        raise ValueError(f"`{name}` is an empty list; pass at least one text, e.g. ['a slow piano chorale']")
+    if name == "prompt":
+        empty = [i for i, p in enumerate(prompts) if not p.strip()]
+        if empty:
+            raise ValueError(
+                f"`prompt` {empty[0]} is empty; describe the music (e.g. 'a fast fiddle tune on flute'). "
+                "To steer away from something, use `negative_prompt`"
+            )
+    return list(prompts)
+
+
+def check_prompt_inputs(
+    prompt: list[str] | None,
+    negative_prompt: list[str] | None,
+    prompt_embeds: torch.Tensor | None,
+    negative_prompt_embeds: torch.Tensor | None,
+    guidance_scale: float,
+) -> int:
+    """Validate the text side of a pipeline call and return the number of prompts."""
+    if (prompt is None) == (prompt_embeds is None):
+        raise ValueError("pass exactly one of `prompt` or `prompt_embeds`")
+    if prompt_embeds is not None and prompt_embeds.ndim != 3:
+        raise ValueError(f"`prompt_embeds` must have shape (batch, tokens, hidden), got {tuple(prompt_embeds.shape)}")
+    batch_size = len(prompt) if prompt is not None else prompt_embeds.shape[0]
+    if negative_prompt is not None and len(negative_prompt) not in (1, batch_size):
+        raise ValueError(
+            f"`negative_prompt` has {len(negative_prompt)} entries but there are {batch_size} prompts; "
+            "pass one negative prompt, or one per prompt"
+        )
+    if negative_prompt is not None and negative_prompt_embeds is not None:
+        raise ValueError("pass at most one of `negative_prompt` or `negative_prompt_embeds`")
+    if negative_prompt_embeds is not None:
+        if prompt_embeds is None or negative_prompt_embeds.shape != prompt_embeds.shape:
+            got = tuple(negative_prompt_embeds.shape)
+            want = None if prompt_embeds is None else tuple(prompt_embeds.shape)
+            raise ValueError(
+                f"`negative_prompt_embeds` {got} must come with `prompt_embeds` of the same shape, got {want}"
+            )
+    wants_negative = negative_prompt is not None or negative_prompt_embeds is not None
+    if wants_negative and guidance_scale <= 1.0:
+        raise ValueError(
+            f"a negative prompt only acts through classifier-free guidance, but guidance_scale={guidance_scale}; "
+            "use guidance_scale > 1 (e.g. 4.0) or drop the negative prompt"
+        )
+    if guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be >= 0 (1 disables guidance), got {guidance_scale}")
+    return batch_size
+
+
+def encode_text(
+    tokenizer, text_encoder, prompts: list[str], device: torch.device, max_length: int | None = None
+) -> PromptEmbeddings:
+    """Tokenize and encode texts with any `transformers` encoder (T5, CLAP text, BERT-like).
+
+    Prompts longer than the tokenizer's `model_max_length` are truncated with a warning that shows
+    what was cut.
+    """
+    max_length = max_length or tokenizer.model_max_length
+    inputs = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    full = tokenizer(prompts, padding="longest", return_tensors="pt").input_ids
+    if full.shape[-1] > inputs.input_ids.shape[-1]:
+        cut = tokenizer.batch_decode(full[:, max_length - 1 : -1], skip_special_tokens=True)
+        logger.warning(
+            f"prompts were truncated to {max_length} tokens, the longest the text encoder takes; "
+            f"this part was cut: {[text for text in cut if text]}"
+        )
+    input_ids = inputs.input_ids.to(device)
+    attention_mask = inputs.attention_mask.to(device)
+    hidden_states = text_encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+    return PromptEmbeddings(hidden_states, attention_mask)
+
+
+def samples_for_seconds(seconds: float, sample_rate: int) -> int:
+    """Number of samples in `seconds` of audio (rounded to the nearest sample)."""
+    return int(round(seconds * sample_rate))
+
+
+def frames_for_samples(samples: int, hop_length: int) -> int:
+    """Number of latent frames (or codec steps) needed to cover `samples` of audio."""
+    return math.ceil(samples / hop_length)
+
+
+def check_output_type(output_type: str) -> None:
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+
+def postprocess_audio(audio: torch.Tensor, output_type: str) -> torch.Tensor | np.ndarray:
+    """Return `(batch, channels, samples)` float32 audio as a NumPy array (`"np"`) or tensor (`"pt"`)."""
+    audio = audio.float().cpu()
+    return audio.numpy() if output_type == "np" else audio

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny random components built from configs (no download, milliseconds to build)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import T5Config, T5EncoderModel
+
+from latentmusic import AudioAutoencoder, LatentMusicPipeline, UNet1DConditionModel
+from latentmusic.training.objectives import make_training_scheduler
+from latentmusic.training.tokenizer import build_caption_tokenizer
+
+# Tiny tensors run fastest on one thread, and OpenMP threads spinning on a busy 2-core machine can make
+# each op 30x slower; the suite's speed should not depend on what else the machine is doing.
+torch.set_num_threads(1)
+
+CAPTIONS = [
+    "a slow Bach chorale played by a string ensemble at 60 BPM",
+    "a fast fiddle tune on flute at 132 BPM",
+    "an Irish tune on church organ, G minor",
+    "a folk song in D major played by a clarinet",
+]
+
+
+def tiny_vae(**overrides) -> AudioAutoencoder:
+    config = dict(sample_rate=8000, base_channels=4, max_channels=16, strides=(4, 8), latent_channels=4)
+    return AudioAutoencoder(**{**config, **overrides})
+
+
+def perturb_(module: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.nn.Module:
+    """Add noise to every weight: zero-initialised output layers would otherwise hide all behaviour."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * std)
+    return module
+
+
+def make_tiny_pipe() -> LatentMusicPipeline:
+    torch.manual_seed(0)
+    tokenizer = build_caption_tokenizer(CAPTIONS, model_max_length=16)
+    text_encoder = T5EncoderModel(
+        T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    ).eval()
+    vae = tiny_vae().eval()
+    unet = UNet1DConditionModel(
+        in_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        norm_num_groups=4,
+        max_seconds=2.0,
+    )
+    perturb_(unet).eval()
+    scheduler = make_training_scheduler("v_prediction")
+    pipe = LatentMusicPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe() -> LatentMusicPipeline:
+    return make_tiny_pipe()
