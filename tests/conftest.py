@@ -63,3 +63,25 @@ def make_tiny_pipe() -> LatentMusicPipeline:
 @pytest.fixture(scope="module")
 def tiny_pipe() -> LatentMusicPipeline:
     return make_tiny_pipe()
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory):
+    """A small real corpus (about 30 pieces, 7 minutes of 16 kHz audio), rendered once per test session."""
+    from latentmusic.data.corpus import find_soundfont, render_corpus, require_fluidsynth
+
+    try:
+        require_fluidsynth()
+        find_soundfont()
+    except FileNotFoundError as error:
+        pytest.skip(f"rendering needs FluidSynth and a General-MIDI soundfont: {error}")
+    root = tmp_path_factory.mktemp("corpus")
+    render_corpus(
+        root,
+        max_pieces=30,
+        collections=["bach", "ryans", "essen"],
+        sample_rate=16000,
+        max_seconds=15,
+        progress=False,
+    )
+    return root

@@ -1,0 +1,88 @@
+"""The `latentmusic` command: `generate`, `render-corpus`.
+
+Each subcommand is a thin layer over the package's Python API; heavy imports happen inside the
+subcommand so `latentmusic --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .audio import save_audio
+    from .pipelines import LatentMusicPipeline
+    from .pipelines.schedulers import make_scheduler
+
+    if args.model is None:
+        raise SystemExit("--model is required: pass a pipeline folder written by save_pretrained")
+    pipe = LatentMusicPipeline.from_pretrained(args.model)
+    if args.scheduler:
+        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler)
+    generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    audios = pipe(
+        args.prompt,
+        negative_prompt=args.negative_prompt,
+        audio_length_in_s=args.seconds,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        num_waveforms_per_prompt=args.n,
+        generator=generator,
+        output_type="pt",
+    ).audios
+    out = Path(args.out)
+    for i, audio in enumerate(audios):
+        path = out if len(audios) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix}")
+        save_audio(path, audio, pipe.sample_rate)
+        print(f"wrote {path} ({audio.shape[-1] / pipe.sample_rate:.1f} s)")
+    return 0
+
+
+def _render_corpus(args: argparse.Namespace) -> int:
+    from .data.corpus import render_corpus_from_args
+
+    render_corpus_from_args(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentmusic", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="generate music from a text prompt")
+    gen.add_argument("prompt", help="what to generate, e.g. 'a slow Bach chorale on a church organ'")
+    gen.add_argument("--model", help="pipeline folder (written by save_pretrained)")
+    gen.add_argument("--seconds", type=float, default=None, help="clip length (default: the model's)")
+    gen.add_argument("--steps", type=int, default=25, help="denoising steps")
+    gen.add_argument("--scheduler", default="dpm++", help="scheduler name (see latentmusic.pipelines.schedulers)")
+    gen.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    gen.add_argument("--negative-prompt", default=None, help="what to steer away from")
+    gen.add_argument("--seed", type=int, default=None, help="random seed for reproducible output")
+    gen.add_argument("-n", type=int, default=1, help="number of variations")
+    gen.add_argument("--out", default="out.wav", help="output file (.wav, .flac or .ogg)")
+    gen.set_defaults(func=_generate)
+
+    from .data.corpus import add_render_arguments
+
+    render = commands.add_parser("render-corpus", help="render the music21 corpus to audio with captions")
+    add_render_arguments(render)
+    render.set_defaults(func=_render_corpus)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"latentmusic {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

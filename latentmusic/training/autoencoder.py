@@ -1,0 +1,180 @@
+"""Training the audio autoencoder (used by `recipes/train_autoencoder.py`).
+
+One step updates the autoencoder on reconstruction (+ KL) losses, and, once the discriminators' warm-up
+is over, on the adversarial and feature-matching losses; then it updates the discriminators on the
+hinge loss. An EMA of the autoencoder is kept; the final model carries the EMA weights and the latent
+scaling (unit variance on training audio) in its config.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderOobleck
+from diffusers.training_utils import EMAModel
+from omegaconf import DictConfig, OmegaConf
+
+from ..data.dataset import AudioCaptionDataset, collate
+from ..evaluation.reconstruction import reconstruction_metrics
+from ..models import AudioAutoencoder, compute_latent_statistics
+from ..models.discriminators import MultiDiscriminator
+from .losses import AutoencoderLoss, AutoencoderLossWeights, hinge_discriminator_loss
+from .media import log_audio_samples
+from .runner import OptimConfig, Run, RunConfig, StepBatches, make_accelerator, warmup_schedule
+
+MODEL_CLASSES = {"AudioAutoencoder": AudioAutoencoder, "AutoencoderOobleck": AutoencoderOobleck}
+
+
+@dataclass
+class AutoencoderDataConfig:
+    root: str = "data/corpus"  # folder with metadata.jsonl (the rendered corpus or your own)
+    segment_seconds: float = 1.0  # training crop length
+    batch_size: int = 8
+    num_workers: int = 0
+    valid_clips: int = 8  # held-out clips (fixed crops) for the reconstruction metrics
+
+
+@dataclass
+class AutoencoderOptimConfig(OptimConfig):
+    discriminator_lr: float = 2e-4
+    discriminator_start: int = 1000  # steps of reconstruction-only training before the GAN terms start
+
+
+@dataclass
+class AutoencoderTrainingConfig:
+    model_class: str = "AudioAutoencoder"  # or "AutoencoderOobleck" (diffusers), for comparisons
+    model: dict[str, Any] = field(default_factory=dict)  # the model class's constructor arguments
+    discriminator: dict[str, Any] = field(default_factory=dict)  # MultiDiscriminator arguments
+    loss: AutoencoderLossWeights = field(default_factory=AutoencoderLossWeights)
+    data: AutoencoderDataConfig = field(default_factory=AutoencoderDataConfig)
+    optim: AutoencoderOptimConfig = field(default_factory=AutoencoderOptimConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/autoencoder"))
+
+
+def sample_rate_of(model) -> int:
+    return model.config.sampling_rate if isinstance(model, AutoencoderOobleck) else model.config.sample_rate
+
+
+def build_autoencoder(model_class: str, model_kwargs: dict[str, Any]):
+    if model_class not in MODEL_CLASSES:
+        raise ValueError(f"model_class must be one of {sorted(MODEL_CLASSES)}, got {model_class!r}")
+    cls = MODEL_CLASSES[model_class]
+    return cls.from_config(model_kwargs) if cls is AudioAutoencoder else cls(**model_kwargs)
+
+
+def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
+    """Train an autoencoder; returns the folder of the final model (`<output_dir>/autoencoder`)."""
+    if isinstance(config, AutoencoderTrainingConfig):
+        config = OmegaConf.structured(config)
+    run_cfg, optim = config.run, config.optim
+    accelerator = make_accelerator(run_cfg, config, "latentmusic-autoencoder")
+    output_dir = Path(run_cfg.output_dir)
+
+    model = build_autoencoder(config.model_class, OmegaConf.to_container(config.model))
+    sample_rate, channels = sample_rate_of(model), model.config.audio_channels
+    data = dict(root=config.data.root, sample_rate=sample_rate, segment_seconds=config.data.segment_seconds)
+    train_set = AudioCaptionDataset(**data, channels=channels, split="train", seed=run_cfg.seed)
+    valid_set = AudioCaptionDataset(**data, channels=channels, split="valid", random_crop=False)
+    valid_audio = torch.stack([valid_set[i]["audio"] for i in range(min(len(valid_set), config.data.valid_clips))])
+
+    discriminator = MultiDiscriminator(**{"audio_channels": channels, **OmegaConf.to_container(config.discriminator)})
+    loss_fn = AutoencoderLoss(sample_rate, AutoencoderLossWeights(**config.loss))
+    betas = tuple(optim.betas)
+    opt_g = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=betas, weight_decay=optim.weight_decay)
+    opt_d = torch.optim.AdamW(discriminator.parameters(), lr=optim.discriminator_lr, betas=betas)
+    sched_g = warmup_schedule(opt_g, optim.warmup_steps)
+    ema = EMAModel(model.parameters(), decay=optim.ema_decay)
+    model, discriminator, loss_fn, opt_g, opt_d, sched_g = accelerator.prepare(
+        model, discriminator, loss_fn, opt_g, opt_d, sched_g
+    )
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+
+    run = Run(accelerator, run_cfg)
+    start = run.resume()
+    batches = StepBatches(train_set, config.data.batch_size, run_cfg.seed, config.data.num_workers, collate)
+    batches = batches.from_step(start)
+    noise = torch.Generator(device=accelerator.device)
+    if start == 0 and accelerator.is_main_process:
+        run.log(evaluate(accelerator.unwrap_model(model), valid_audio, sample_rate))  # the untrained baseline
+    run.start_progress()
+    model.train()
+    while not run.done:
+        audio = next(batches)["audio"].to(accelerator.device)
+        noise.manual_seed(run_cfg.seed * 1_000_003 + run.step)
+        adversarial = run.step >= optim.discriminator_start
+
+        posterior = model.encode(audio).latent_dist
+        reconstruction = model.decode(posterior.sample(noise)).sample[..., : audio.shape[-1]]
+        real = discriminator(audio) if adversarial else None
+        fake = discriminator(reconstruction) if adversarial else None
+        terms = loss_fn(audio, reconstruction, posterior, real, fake)
+        opt_g.zero_grad(set_to_none=True)
+        accelerator.backward(terms["total"])
+        if optim.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), optim.grad_clip)
+        opt_g.step()
+        sched_g.step()
+        logs = {f"loss/{name}": value.item() for name, value in terms.items()}
+
+        if adversarial:
+            d_loss = hinge_discriminator_loss(discriminator(audio), discriminator(reconstruction.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            accelerator.backward(d_loss)
+            if optim.grad_clip > 0:
+                accelerator.clip_grad_norm_(discriminator.parameters(), optim.grad_clip)
+            opt_d.step()
+            logs["loss/discriminator"] = d_loss.item()
+        ema.step(accelerator.unwrap_model(model).parameters())
+
+        if (run.step + 1) % run_cfg.eval_every == 0 or run.step + 1 == run_cfg.max_steps:
+            logs.update(evaluate(accelerator.unwrap_model(model), valid_audio, sample_rate))
+        run.end_step(logs)
+        if run.due(run_cfg.sample_every) and accelerator.is_main_process and len(valid_audio):
+            log_reconstructions(accelerator, accelerator.unwrap_model(model), valid_audio, run.step, output_dir)
+
+    final = ema_copy(accelerator.unwrap_model(model), ema)
+    folder = output_dir / "autoencoder"
+    if accelerator.is_main_process:
+        if isinstance(final, AudioAutoencoder):
+            scaling_batches = (train_set[i]["audio"].unsqueeze(0) for i in range(min(len(train_set), 32)))
+            compute_latent_statistics(final, scaling_batches)
+        final.save_pretrained(folder)
+    run.finish()
+    return folder
+
+
+def ema_copy(model, ema: EMAModel):
+    """A copy of `model` holding the EMA weights, in eval mode."""
+    final = copy.deepcopy(model)
+    ema.copy_to(final.parameters())
+    return final.eval()
+
+
+@torch.no_grad()
+def evaluate(model, valid_audio: torch.Tensor, sample_rate: int) -> dict[str, float]:
+    """Reconstruction metrics (posterior mode) on the fixed held-out clips."""
+    if len(valid_audio) == 0:
+        return {}
+    was_training = model.training
+    model.eval()
+    audio = valid_audio.to(model.device)
+    reconstruction = model.decode(model.encode(audio).latent_dist.mode()).sample[..., : audio.shape[-1]]
+    model.train(was_training)
+    return {f"valid/{k}": v for k, v in reconstruction_metrics(audio, reconstruction, sample_rate).items()}
+
+
+@torch.no_grad()
+def log_reconstructions(accelerator, model, valid_audio: torch.Tensor, step: int, output_dir: Path) -> None:
+    was_training = model.training
+    model.eval()
+    audio = valid_audio[:1].to(model.device)
+    reconstruction = model.decode(model.encode(audio).latent_dist.mode()).sample[..., : audio.shape[-1]]
+    model.train(was_training)
+    log_audio_samples(
+        accelerator, step, {"input": audio[0], "reconstruction": reconstruction[0]}, sample_rate_of(model), output_dir
+    )
