@@ -272,8 +272,8 @@ class LatentMusicPipeline(DiffusionPipeline):
                 `(batch * num_waveforms_per_prompt, latent_channels, latent_length)`, used as given.
             prompt_embeds (`torch.Tensor`, *optional*): Precomputed text-encoder hidden states.
             negative_prompt_embeds (`torch.Tensor`, *optional*): Precomputed negative hidden states.
-            attention_mask / negative_attention_mask (`torch.Tensor`, *optional*): Masks for the
-                precomputed embeddings (1 = token, 0 = padding).
+            attention_mask (`torch.Tensor`, *optional*): Mask of `prompt_embeds` (1 = token, 0 = padding).
+            negative_attention_mask (`torch.Tensor`, *optional*): Mask of `negative_prompt_embeds`.
             output_type (`str`, defaults to `"np"`): `"np"`, `"pt"` or `"latent"` (scaled latents,
                 not decoded).
             return_dict (`bool`, defaults to `True`): Return an `AudioPipelineOutput` instead of a tuple.

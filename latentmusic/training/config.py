@@ -82,7 +82,9 @@ def save_config(config: DictConfig, path: str | Path) -> None:
     Path(path).write_text(OmegaConf.to_yaml(config, resolve=True))
 
 
-def run_recipe(schema: type, train: Callable[[DictConfig], Any], description: str, argv: Sequence[str] | None = None):
+def run_recipe(
+    schema: type, train: Callable[[DictConfig], Any], description: str, argv: Sequence[str] | None = None
+) -> Any:
     """The command line every recipe shares: `--config file.yaml` then `key=value` overrides.
 
     Args:

@@ -86,9 +86,11 @@ class AutoencoderLoss(nn.Module):
         Args:
             audio: The input `(batch, channels, samples)`.
             reconstruction: The decoded audio, same shape.
-            posterior: The encoder's latent distribution (for the KL term); `None` skips it.
-            real, fake: Discriminator judgements of the input and the reconstruction; `None` skips the
-                adversarial and feature-matching terms (e.g. during the discriminator's warm-up).
+            posterior (DiagonalGaussianDistribution): The encoder's latent distribution (for the KL
+                term); `None` skips it.
+            real: Discriminator judgements of the input; `None` skips feature matching.
+            fake: Discriminator judgements of the reconstruction; `None` skips the adversarial and
+                feature-matching terms (e.g. during the discriminator's warm-up).
         """
         w = self.weights
         terms: dict[str, torch.Tensor] = {}

@@ -65,7 +65,8 @@ def noise_batch(
     """Draw timesteps and noise for a batch of clean latents and return the model's input and target.
 
     Args:
-        scheduler: The training scheduler (see `make_training_scheduler`).
+        scheduler (DDPMScheduler | FlowMatchEulerDiscreteScheduler): The training scheduler (see
+            `make_training_scheduler`).
         latents: Clean, scaled latents `(batch, channels, frames)`.
         generator: Optional generator for reproducible timesteps and noise.
         snr_gamma: If set (e.g. 5.0), weight each example by min-SNR-γ; ignored for `flow`.
