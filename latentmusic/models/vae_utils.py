@@ -6,10 +6,15 @@ latent scaling; the two classes name these differently in their configs, so thes
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderOobleck
+
+from ..audio import crop_or_pad
+from .autoencoder import AudioAutoencoder
 
 
 def _is_oobleck(vae) -> bool:
@@ -51,3 +56,40 @@ def scale_latents(vae, latents: torch.Tensor) -> torch.Tensor:
 def unscale_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     """Inverse of `scale_latents`."""
     return latents / vae_scaling_factor(vae) + vae_shift_factor(vae)
+
+
+def decode(vae, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Decode unscaled `latents` to exactly `num_samples` samples.
+
+    `AudioAutoencoder` decodes whole hops; `AutoencoderOobleck`'s transposed convolutions lose a sample per
+    odd-stride level, so its output is zero-padded back to the length asked for.
+    """
+    return crop_or_pad(vae.decode(latents).sample, num_samples)
+
+
+def reconstruct(vae, audio: torch.Tensor, generator: torch.Generator | None = None):
+    """Encode and decode `audio` with either autoencoder, keeping its length.
+
+    Args:
+        vae: `AudioAutoencoder` or `AutoencoderOobleck`.
+        audio: `(batch, channels, samples)`.
+        generator: With a generator the latents are sampled from the posterior (training); without, its mode.
+
+    Returns:
+        `(reconstruction, posterior)`, the reconstruction as long as `audio`.
+    """
+    posterior = vae.encode(audio).latent_dist
+    latents = posterior.mode() if generator is None else posterior.sample(generator)
+    return decode(vae, latents, audio.shape[-1]), posterior
+
+
+def load_vae(folder: str | Path):
+    """Load a trained autoencoder folder, whichever of the supported classes wrote it."""
+    config_file = Path(folder) / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no autoencoder (no config.json); pass the folder save_pretrained wrote"
+        )
+    class_name = json.loads(config_file.read_text()).get("_class_name")
+    cls = AutoencoderOobleck if class_name == "AutoencoderOobleck" else AudioAutoencoder
+    return cls.from_pretrained(folder)

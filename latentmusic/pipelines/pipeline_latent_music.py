@@ -226,9 +226,7 @@ class LatentMusicPipeline(DiffusionPipeline):
 
     def decode_latents(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
         """Unscale latents, decode them to `(batch, channels, samples)` and crop to the asked length."""
-        latents = vae_utils.unscale_latents(self.vae, latents.to(self.vae.dtype))
-        audio = self.vae.decode(latents).sample
-        return audio[..., :num_samples]
+        return vae_utils.decode(self.vae, vae_utils.unscale_latents(self.vae, latents.to(self.vae.dtype)), num_samples)
 
     # -- the call -------------------------------------------------------------------------------------------
 

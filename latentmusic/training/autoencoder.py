@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data.dataset import AudioCaptionDataset, collate
 from ..evaluation.reconstruction import reconstruction_metrics
-from ..models import AudioAutoencoder, compute_latent_statistics
+from ..models import AudioAutoencoder, compute_latent_statistics, vae_utils
 from ..models.discriminators import MultiDiscriminator
 from .losses import AutoencoderLoss, AutoencoderLossWeights, hinge_discriminator_loss
 from .media import log_audio_samples
@@ -108,8 +108,7 @@ def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
         noise.manual_seed(run_cfg.seed * 1_000_003 + run.step)
         adversarial = run.step >= optim.discriminator_start
 
-        posterior = model.encode(audio).latent_dist
-        reconstruction = model.decode(posterior.sample(noise)).sample[..., : audio.shape[-1]]
+        reconstruction, posterior = vae_utils.reconstruct(model, audio, noise)
         real = discriminator(audio) if adversarial else None
         fake = discriminator(reconstruction) if adversarial else None
         terms = loss_fn(audio, reconstruction, posterior, real, fake)
@@ -131,7 +130,7 @@ def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
             logs["loss/discriminator"] = d_loss.item()
         ema.step(accelerator.unwrap_model(model).parameters())
 
-        if (run.step + 1) % run_cfg.eval_every == 0 or run.step + 1 == run_cfg.max_steps:
+        if run.evaluating:
             logs.update(evaluate(accelerator.unwrap_model(model), valid_audio, sample_rate))
         run.end_step(logs)
         if run.due(run_cfg.sample_every) and accelerator.is_main_process and len(valid_audio):
@@ -163,7 +162,7 @@ def evaluate(model, valid_audio: torch.Tensor, sample_rate: int) -> dict[str, fl
     was_training = model.training
     model.eval()
     audio = valid_audio.to(model.device)
-    reconstruction = model.decode(model.encode(audio).latent_dist.mode()).sample[..., : audio.shape[-1]]
+    reconstruction, _ = vae_utils.reconstruct(model, audio)
     model.train(was_training)
     return {f"valid/{k}": v for k, v in reconstruction_metrics(audio, reconstruction, sample_rate).items()}
 
@@ -173,7 +172,7 @@ def log_reconstructions(accelerator, model, valid_audio: torch.Tensor, step: int
     was_training = model.training
     model.eval()
     audio = valid_audio[:1].to(model.device)
-    reconstruction = model.decode(model.encode(audio).latent_dist.mode()).sample[..., : audio.shape[-1]]
+    reconstruction, _ = vae_utils.reconstruct(model, audio)
     model.train(was_training)
     log_audio_samples(
         accelerator, step, {"input": audio[0], "reconstruction": reconstruction[0]}, sample_rate_of(model), output_dir

@@ -8,13 +8,12 @@ classifier-free guidance. An EMA of the U-Net is kept and is what samples and th
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderOobleck, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import EMAModel
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -22,7 +21,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, T5Config, T5Encod
 
 from ..audio import load_audio
 from ..data.dataset import LatentDataset, collate, read_metadata, write_latent_cache
-from ..models import AudioAutoencoder, UNet1DConditionModel, vae_utils
+from ..models import UNet1DConditionModel, vae_utils
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_latent_music import LatentMusicPipeline
 from .media import log_audio_samples
@@ -83,18 +82,6 @@ class DiffusionTrainingConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/diffusion"))
     sample: SampleConfig = field(default_factory=SampleConfig)
     valid_batches: int = 2  # validation batches (fixed crops, fixed noise) per evaluation
-
-
-def load_vae(folder: str | Path):
-    """Load a trained autoencoder folder, whichever of the supported classes wrote it."""
-    config_file = Path(folder) / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(
-            f"{folder} holds no autoencoder (no config.json); pass the folder save_pretrained wrote"
-        )
-    class_name = json.loads(config_file.read_text()).get("_class_name")
-    cls = AutoencoderOobleck if class_name == "AutoencoderOobleck" else AudioAutoencoder
-    return cls.from_pretrained(folder)
 
 
 def load_text_encoder(folder: str | Path):
@@ -167,7 +154,7 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     output_dir = Path(run_cfg.output_dir)
 
     # Frozen autoencoder and the latent cache
-    vae = load_vae(config.vae).to(accelerator.device).eval().requires_grad_(False)
+    vae = vae_utils.load_vae(config.vae).to(accelerator.device).eval().requires_grad_(False)
     cache = Path(config.data.latent_cache or output_dir / "latents")
     with accelerator.main_process_first():
         if accelerator.is_main_process:
@@ -250,7 +237,7 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
         ema.step(accelerator.unwrap_model(unet).parameters())
         logs = {"loss": loss.item(), "lr": lr_schedule.get_last_lr()[0]}
-        if (run.step + 1) % run_cfg.eval_every == 0 or run.step + 1 == run_cfg.max_steps:
+        if run.evaluating:
             unet.eval()
             logs.update(validation_losses(denoise_loss, valid_set, config))
             unet.train()

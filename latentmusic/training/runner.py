@@ -183,7 +183,7 @@ class Run:
         if self._bar is not None:
             self._bar.update()
             self._bar.set_postfix({k: f"{v:.4g}" for k, v in list(logs.items())[:3]})
-        if self.step % self.config.log_every == 0 or self.step == self.config.max_steps:
+        if self.due(self.config.log_every) or self.step == self.config.max_steps:
             self.log(logs)
         if self.due(self.config.checkpoint_every) and not self.done:
             self.checkpoint()
@@ -194,7 +194,15 @@ class Run:
             self.history.append(self.step, logs)
 
     def due(self, every: int) -> bool:
+        """Whether the step count is a multiple of `every` (never when `every` is 0)."""
         return every > 0 and self.step % every == 0
+
+    @property
+    def evaluating(self) -> bool:
+        """Whether the step in progress ends with an evaluation: every `eval_every` steps, and always the last."""
+        upcoming = self.step + 1
+        every = self.config.eval_every
+        return (every > 0 and upcoming % every == 0) or upcoming == self.config.max_steps
 
     def checkpoint(self) -> Path:
         return save_checkpoint(self.accelerator, self.output_dir, self.step, keep_last=self.config.keep_checkpoints)
