@@ -36,7 +36,7 @@ def perturb_(module: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.
     return module
 
 
-def make_tiny_pipe() -> LatentMusicPipeline:
+def make_tiny_pipe(extra_in_channels: int = 0) -> LatentMusicPipeline:
     torch.manual_seed(0)
     tokenizer = build_caption_tokenizer(CAPTIONS, model_max_length=16)
     text_encoder = T5EncoderModel(
@@ -52,6 +52,7 @@ def make_tiny_pipe() -> LatentMusicPipeline:
         cross_attention_dim=16,
         norm_num_groups=4,
         max_seconds=2.0,
+        extra_in_channels=extra_in_channels,
     )
     perturb_(unet).eval()
     scheduler = make_training_scheduler("v_prediction")

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
@@ -13,7 +14,8 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..models import vae_utils
+from ..audio import crop_or_pad
+from ..models import AudioAutoencoder, vae_utils
 from .common import (
     PromptEmbeddings,
     as_prompt_list,
@@ -24,8 +26,21 @@ from .common import (
     postprocess_audio,
     samples_for_seconds,
 )
+from .tasks import (
+    Segment,
+    add_noise_at,
+    fade_out,
+    keep_frames,
+    parse_story,
+    plan_windows,
+    prepare_audio,
+    regenerate_mask,
+)
 
 logger = logging.get_logger(__name__)
+
+# Longer requests are refused: windows are generated one after another, and an hour is more likely a unit slip.
+MAX_SECONDS = 3600.0
 
 EXAMPLE = """
     Examples:
@@ -120,12 +135,6 @@ class LatentMusicPipeline(DiffusionPipeline):
             )
         if not audio_length_in_s > 0:
             raise ValueError(f"audio_length_in_s must be positive, got {audio_length_in_s}")
-        limit = self.max_audio_length_in_s
-        if limit is not None and audio_length_in_s > limit:
-            raise ValueError(
-                f"audio_length_in_s={audio_length_in_s} is longer than this model's timing range of {limit} s; "
-                f"ask for at most {limit} s"
-            )
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps}")
         if not isinstance(num_waveforms_per_prompt, int) or num_waveforms_per_prompt < 1:
@@ -224,11 +233,122 @@ class LatentMusicPipeline(DiffusionPipeline):
             kwargs["generator"] = generator
         return kwargs
 
-    def decode_latents(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """Unscale latents, decode them to `(batch, channels, samples)` and crop to the asked length."""
-        return vae_utils.decode(self.vae, vae_utils.unscale_latents(self.vae, latents.to(self.vae.dtype)), num_samples)
+    # -- the JEN-1 tasks: audio to condition on -------------------------------------------------------------
+
+    @property
+    def trained_with_masks(self) -> bool:
+        """Whether the U-Net takes JEN-1's mask and masked-latent channels (trained with `masking` on)."""
+        return self.unet.config.extra_in_channels == vae_utils.vae_latent_channels(self.vae) + 1
+
+    def encode_audio(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Scaled latents (posterior mode) of `(batch, channels, samples)` audio, `num_frames` long (zero-padded)."""
+        hop = vae_utils.vae_hop_length(self.vae)
+        audio = crop_or_pad(audio, max(num_frames * hop, audio.shape[-1]))
+        latents = self.vae.encode(audio.to(self._execution_device, self.vae.dtype)).latent_dist.mode()
+        return vae_utils.scale_latents(self.vae, crop_or_pad(latents, num_frames))
+
+    def check_task_inputs(
+        self,
+        audio_seconds: float | None,
+        audio_length_in_s: float,
+        strength: float | None,
+        mask: Any,
+        story: Any,
+        latents: torch.Tensor | None,
+    ) -> None:
+        """Validate the arguments of continuation, inpainting, audio-to-audio, long-form and story mode."""
+        if audio_seconds is None and (strength is not None or mask is not None):
+            raise ValueError("`strength` and `mask` act on input audio; pass it as `audio=`")
+        if strength is not None and not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1] (0 keeps the input, 1 ignores it), got {strength}")
+        if audio_seconds is not None and strength is None and mask is None:
+            if audio_length_in_s <= audio_seconds:
+                raise ValueError(
+                    f"continuation: the prefix ({audio_seconds:.2f} s) must be shorter than audio_length_in_s "
+                    f"({audio_length_in_s} s); ask for a longer clip, or pass `mask=` or `strength=` to edit it"
+                )
+        elif audio_seconds is not None and abs(audio_length_in_s - audio_seconds) > 1e-3:
+            raise ValueError(
+                f"inpainting and audio-to-audio keep the input's length ({audio_seconds:.2f} s); "
+                f"leave audio_length_in_s unset (got {audio_length_in_s})"
+            )
+        if audio_length_in_s > MAX_SECONDS:
+            raise ValueError(f"audio_length_in_s={audio_length_in_s} is longer than {MAX_SECONDS} s; ask for less")
+        long = self.max_audio_length_in_s is not None and audio_length_in_s > self.max_audio_length_in_s + 1e-6
+        if (long or story is not None) and (mask is not None or strength is not None or latents is not None):
+            raise ValueError(
+                f"`mask`, `strength` and `latents` work within one window of at most {self.max_audio_length_in_s} s "
+                "(no story); long-form generation and story mode take a prompt or segments and, optionally, a prefix"
+            )
 
     # -- the call -------------------------------------------------------------------------------------------
+
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        text: PromptEmbeddings,
+        timesteps: torch.Tensor,
+        seconds: float,
+        extra_step_kwargs: dict[str, Any],
+        progress_bar,
+        known: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        step_offset: int = 0,
+    ) -> torch.Tensor:
+        """Run the scheduler over `timesteps` from `latents`.
+
+        Where `keep` (`(1 or batch, 1, frames)`, in [0, 1]) is positive, the latents are pulled towards
+        `known` noised to the next step's level with `noise` (RePaint-style replacement; exactly `known`
+        after the last step), so kept regions come out as the known latents. A U-Net trained with masks also
+        sees the mask and the masked known latents as extra input channels.
+        """
+        copies = 2 if self.do_classifier_free_guidance else 1
+        prompt_embeds = text.hidden_states.to(self.unet.dtype)
+        total = latents.shape[0]
+        seconds_total = torch.full((total * copies,), float(seconds), device=latents.device)
+        conditioning = None
+        if self.trained_with_masks:
+            mask = (
+                torch.zeros_like(latents[:, :1]) if keep is None else (keep > 0).to(latents.dtype).expand(total, 1, -1)
+            )
+            masked = torch.zeros_like(latents) if known is None else known * mask
+            conditioning = torch.cat([torch.cat([mask, masked], dim=1)] * copies)
+        for i, t in enumerate(timesteps):
+            if self.interrupt:
+                continue
+            model_input = torch.cat([latents] * copies)
+            if hasattr(self.scheduler, "scale_model_input"):
+                model_input = self.scheduler.scale_model_input(model_input, t)
+            if conditioning is not None:
+                model_input = torch.cat([model_input, conditioning.to(model_input.dtype)], dim=1)
+            noise_pred = self.unet(
+                model_input,
+                t,
+                encoder_hidden_states=prompt_embeds,
+                encoder_attention_mask=text.attention_mask,
+                seconds_start=torch.zeros_like(seconds_total),
+                seconds_total=seconds_total,
+            ).sample
+            if self.do_classifier_free_guidance:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + self.guidance_scale * (cond - uncond)
+            latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+            if keep is not None:
+                last = i == len(timesteps) - 1
+                target = known if last else add_noise_at(self.scheduler, known, noise, timesteps[i + 1])
+                latents = keep * target + (1 - keep) * latents
+
+            if callback_on_step_end is not None:
+                available = {"latents": latents, "prompt_embeds": prompt_embeds}
+                callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                outputs = callback_on_step_end(self, step_offset + i, t, callback_kwargs) or {}
+                latents = outputs.get("latents", latents)
+                prompt_embeds = outputs.get("prompt_embeds", prompt_embeds)
+            progress_bar.update()
+        return latents
 
     @torch.no_grad()
     def __call__(
@@ -250,15 +370,23 @@ class LatentMusicPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        audio: torch.Tensor | np.ndarray | None = None,
+        audio_sample_rate: int | None = None,
+        strength: float | None = None,
+        mask: Any = None,
+        story: list | None = None,
+        window_overlap_in_s: float | None = None,
     ) -> AudioPipelineOutput | tuple:
-        r"""Generate music from text.
+        r"""Generate music from text; continue, inpaint or remix audio; make long pieces and stories.
 
         Args:
-            prompt (`str` or `list[str]`): What to generate; or pass `prompt_embeds`.
+            prompt (`str` or `list[str]`): What to generate; or pass `prompt_embeds` (or `story`).
             negative_prompt (`str` or `list[str]`, *optional*): What to steer away from (needs
                 `guidance_scale > 1`).
             audio_length_in_s (`float`, *optional*): Length of each clip in seconds; defaults to the
-                U-Net's `max_seconds` (or 10 s without timing conditioning).
+                U-Net's `max_seconds` (or 10 s without timing conditioning), or to the input audio's length
+                when inpainting or remixing. Longer than `max_seconds` means long-form generation: window by
+                window, each continuing the end of the last, crossfaded in latent space.
             num_inference_steps (`int`, defaults to 50): Denoising steps; fewer is faster.
             guidance_scale (`float`, defaults to 4.0): Classifier-free guidance weight; 1 disables it.
                 The conditional and unconditional branches run as one batched forward.
@@ -276,20 +404,57 @@ class LatentMusicPipeline(DiffusionPipeline):
                 not decoded).
             return_dict (`bool`, defaults to `True`): Return an `AudioPipelineOutput` instead of a tuple.
             callback_on_step_end (`Callable`, *optional*): Called as
-                `callback_on_step_end(pipe, step, timestep, callback_kwargs)` after every step; the dict it
-                returns may replace `latents` or `prompt_embeds`. Set `pipe._interrupt = True` in it to stop.
+                `callback_on_step_end(pipe, step, timestep, callback_kwargs)` after every step (steps count on
+                across the windows of a long generation); the dict it returns may replace `latents` or
+                `prompt_embeds`. Set `pipe._interrupt = True` in it to stop.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Which tensors go in
                 `callback_kwargs` (from `_callback_tensor_inputs`).
+            audio (`torch.Tensor` or `np.ndarray`, *optional*): Audio to start from, `(samples,)`,
+                `(channels, samples)` or `(batch, channels, samples)`. Alone it is a prefix to continue (ask
+                for a longer `audio_length_in_s`); with `mask` it is inpainted; with `strength` it is remixed.
+            audio_sample_rate (`int`, *optional*): Its sample rate if not the model's (it is resampled).
+            strength (`float`, *optional*): Audio-to-audio (SDEdit): how far to noise the input before
+                denoising it with the prompt; 0 returns the input's reconstruction, 1 ignores the input.
+            mask (*optional*): What to regenerate in `audio`: `(start_s, end_s)` ranges in seconds, or a
+                per-sample mask (nonzero = regenerate). The rest is kept.
+            story (`list`, *optional*): `[(prompt, seconds), ...]` (or `"prompt:seconds"` strings): one
+                continuous piece whose sections follow their prompts (MusicLM's story mode); replaces `prompt`.
+            window_overlap_in_s (`float`, *optional*): Context carried from one window to the next in long-form
+                and story generation (default: a quarter of the window).
 
         Returns:
             `AudioPipelineOutput` whose `audios` has shape `(batch, channels, samples)`, or a tuple
             `(audios,)` when `return_dict=False`.
         """
-        # 0. Defaults
-        if audio_length_in_s is None:
-            audio_length_in_s = self.max_audio_length_in_s or 10.0
+        # 0. Defaults: story segments, input audio
+        if story is not None:
+            if prompt is not None or prompt_embeds is not None:
+                raise ValueError("pass either `story` segments or `prompt`/`prompt_embeds`, not both")
+            story_prompts, story_seconds = parse_story(story)
+            if audio_length_in_s is not None and abs(audio_length_in_s - sum(story_seconds)) > 1e-6:
+                raise ValueError(
+                    f"audio_length_in_s={audio_length_in_s} differs from the story's {sum(story_seconds)} s; "
+                    "leave it unset"
+                )
+            audio_length_in_s, prompt = sum(story_seconds), story_prompts[0]
         prompts = as_prompt_list(prompt)
         negative_prompts = as_prompt_list(negative_prompt, "negative_prompt")
+        batch_guess = len(prompts) if prompts else (1 if prompt_embeds is None else prompt_embeds.shape[0])
+        clips = audio_seconds = None
+        if audio is not None:
+            clips = prepare_audio(
+                audio, audio_sample_rate, self.sample_rate, vae_utils.vae_audio_channels(self.vae), batch_guess
+            )
+            audio_seconds = clips.shape[-1] / self.sample_rate
+            if audio_length_in_s is None:
+                if mask is None and strength is None:
+                    raise ValueError(
+                        f"continuation: pass audio_length_in_s longer than the prefix ({audio_seconds:.2f} s); "
+                        "or pass `mask=` (inpainting) or `strength=` (audio-to-audio)"
+                    )
+                audio_length_in_s = audio_seconds
+        if audio_length_in_s is None:
+            audio_length_in_s = self.max_audio_length_in_s or 10.0
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
 
         # 1. Check inputs
@@ -306,68 +471,96 @@ class LatentMusicPipeline(DiffusionPipeline):
             output_type,
             callback_on_step_end_tensor_inputs,
         )
+        self.check_task_inputs(audio_seconds, audio_length_in_s, strength, mask, story, latents)
         self._guidance_scale = guidance_scale
         self._interrupt = False
         device = self._execution_device
-
-        # 2. Encode the prompt (negative first when guiding)
-        text = self.encode_prompt(
-            prompts,
-            device,
-            num_waveforms_per_prompt,
-            self.do_classifier_free_guidance,
-            negative_prompts,
-            prompt_embeds,
-            negative_prompt_embeds,
-            attention_mask,
-            negative_attention_mask,
-        )
-        prompt_embeds = text.hidden_states.to(self.unet.dtype)
-
-        # 3. Timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        self._num_timesteps = len(timesteps)
-
-        # 4. Starting latents
-        num_samples = samples_for_seconds(audio_length_in_s, self.sample_rate)
         total = batch_size * num_waveforms_per_prompt
-        latents = self.prepare_latents(
-            total, self.latent_length(audio_length_in_s), prompt_embeds.dtype, device, generator, latents
-        )
+        num_samples = samples_for_seconds(audio_length_in_s, self.sample_rate)
+        num_frames = self.latent_length(audio_length_in_s)
+        hop = vae_utils.vae_hop_length(self.vae)
+
+        # 2. Encode the prompt(s) (negative first when guiding)
+        def encode(texts: list[str] | None) -> PromptEmbeddings:
+            return self.encode_prompt(
+                texts,
+                device,
+                num_waveforms_per_prompt,
+                self.do_classifier_free_guidance,
+                negative_prompts,
+                prompt_embeds if story is None else None,
+                negative_prompt_embeds,
+                attention_mask,
+                negative_attention_mask,
+            )
+
+        texts = [encode([p]) for p in story_prompts] if story is not None else [encode(prompts)]
+
+        # 3. What the input audio fixes: known latents and where to keep them
+        known = keep = None
+        if clips is not None:
+            if strength is None and mask is None:  # continuation: keep the prefix
+                regenerate = torch.arange(num_samples) >= clips.shape[-1]
+            else:
+                regenerate = (
+                    regenerate_mask(mask, num_samples, self.sample_rate)
+                    if mask is not None
+                    else torch.zeros(num_samples, dtype=torch.bool)
+                )
+            known = self.encode_audio(clips, num_frames).repeat_interleave(num_waveforms_per_prompt, dim=0)
+            keep = keep_frames(regenerate, hop, num_frames).to(device, known.dtype)[None, None]
+            if strength is None and mask is None and not keep.any():
+                raise ValueError(
+                    f"the prefix ({audio_seconds:.3f} s) is shorter than one latent frame ({hop} samples); "
+                    "pass a longer prefix"
+                )
+        dtype = texts[0].hidden_states.dtype
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-        copies = 2 if self.do_classifier_free_guidance else 1
-        seconds_total = torch.full((total * copies,), float(audio_length_in_s), device=device)
-        seconds_start = torch.zeros_like(seconds_total)
 
-        # 5. Denoising loop
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    continue
-                model_input = torch.cat([latents] * copies)
-                if hasattr(self.scheduler, "scale_model_input"):
-                    model_input = self.scheduler.scale_model_input(model_input, t)
-                noise_pred = self.unet(
-                    model_input,
-                    t,
-                    encoder_hidden_states=prompt_embeds,
-                    encoder_attention_mask=text.attention_mask,
-                    seconds_start=seconds_start,
-                    seconds_total=seconds_total,
-                ).sample
-                if self.do_classifier_free_guidance:
-                    uncond, cond = noise_pred.chunk(2)
-                    noise_pred = uncond + guidance_scale * (cond - uncond)
-                latents = self.scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
-
-                if callback_on_step_end is not None:
-                    available = {"latents": latents, "prompt_embeds": prompt_embeds}
-                    callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
-                    outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
-                    latents = outputs.get("latents", latents)
-                    prompt_embeds = outputs.get("prompt_embeds", prompt_embeds)
-                progress_bar.update()
+        # 4. Long-form and story mode: window by window
+        window = self.latent_length(self.max_audio_length_in_s) if self.max_audio_length_in_s else num_frames
+        if story is not None or num_frames > window:
+            latents = self.generate_windows(
+                texts,
+                story_seconds if story is not None else [audio_length_in_s],
+                num_frames,
+                window,
+                window_overlap_in_s,
+                total,
+                dtype,
+                generator,
+                num_inference_steps,
+                extra_step_kwargs,
+                known,
+                keep,
+                callback_on_step_end,
+                callback_on_step_end_tensor_inputs,
+            )
+        else:
+            # 5. One window: text-to-music, continuation, inpainting or audio-to-audio
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            timesteps = self.scheduler.timesteps
+            if strength is not None:
+                timesteps = self.strength_timesteps(timesteps, num_inference_steps, strength)
+            self._num_timesteps = len(timesteps)
+            start = self.prepare_latents(total, num_frames, dtype, device, generator, latents)
+            noise = start / self.scheduler.init_noise_sigma
+            if strength is not None and strength < 1.0:
+                start = known if len(timesteps) == 0 else add_noise_at(self.scheduler, known, noise, timesteps[0])
+            with self.progress_bar(total=len(timesteps)) as progress_bar:
+                latents = self.denoise(
+                    start,
+                    texts[0],
+                    timesteps,
+                    audio_length_in_s,
+                    extra_step_kwargs,
+                    progress_bar,
+                    known,
+                    None if strength is not None and mask is None else keep,
+                    noise,
+                    callback_on_step_end,
+                    callback_on_step_end_tensor_inputs,
+                )
 
         # 6. Decode and post-process
         if output_type == "latent":
@@ -378,6 +571,91 @@ class LatentMusicPipeline(DiffusionPipeline):
         if not return_dict:
             return (audio,)
         return AudioPipelineOutput(audios=audio)
+
+    def strength_timesteps(self, timesteps: torch.Tensor, num_inference_steps: int, strength: float) -> torch.Tensor:
+        """The last `strength` of the schedule, as diffusers' img2img pipelines take it."""
+        skip = num_inference_steps - min(int(num_inference_steps * strength), num_inference_steps)
+        begin = skip * self.scheduler.order
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(begin)
+        return timesteps[begin:]
+
+    def generate_windows(
+        self,
+        texts: list[PromptEmbeddings],
+        seconds: list[float],
+        num_frames: int,
+        window: int,
+        overlap_in_s: float | None,
+        total: int,
+        dtype: torch.dtype,
+        generator,
+        num_inference_steps: int,
+        extra_step_kwargs: dict[str, Any],
+        known: torch.Tensor | None,
+        keep: torch.Tensor | None,
+        callback_on_step_end: Callable | None,
+        callback_on_step_end_tensor_inputs: list[str],
+    ) -> torch.Tensor:
+        """Long-form and story generation: windows of at most `window` frames, each continuing the last
+        `overlap` frames before it, which fade out (a latent crossfade). Memory is bounded by the window."""
+        device = self._execution_device
+        overlap = window // 4 if overlap_in_s is None else self.latent_length(overlap_in_s)
+        boundaries = torch.cumsum(torch.tensor(seconds), 0).tolist()
+        ends = [min(num_frames, self.latent_length(b)) for b in boundaries]
+        segments = [Segment(i, 0 if i == 0 else ends[i - 1], end) for i, end in enumerate(ends)]
+        prefix = 0 if keep is None else int(keep[0, 0].sum())
+        result = torch.zeros(total, vae_utils.vae_latent_channels(self.vae), num_frames, device=device, dtype=dtype)
+        if prefix:
+            result[..., :prefix] = known[..., :prefix]
+        plan = plan_windows(segments, window, overlap, start=prefix)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self._num_timesteps = len(self.scheduler.timesteps)
+        hop, rate = vae_utils.vae_hop_length(self.vae), self.sample_rate
+        with self.progress_bar(total=len(plan) * self._num_timesteps) as progress_bar:
+            for index, w in enumerate(plan):
+                self.scheduler.set_timesteps(num_inference_steps, device=device)
+                start = self.prepare_latents(total, w.frames, dtype, device, generator)
+                window_known = window_keep = None
+                if w.context:
+                    window_known = torch.zeros_like(start)
+                    window_known[..., : w.context] = result[..., w.start : w.start + w.context]
+                    generated = w.start + w.context > prefix  # the user's prefix is kept as is, not faded
+                    weights = fade_out(w.context, w.context // 2 if generated else 0)
+                    window_keep = torch.zeros(1, 1, w.frames, device=device, dtype=dtype)
+                    window_keep[..., : w.context] = weights.to(device, dtype)
+                latents = self.denoise(
+                    start,
+                    texts[w.prompt],
+                    self.scheduler.timesteps,
+                    w.frames * hop / rate,
+                    extra_step_kwargs,
+                    progress_bar,
+                    window_known,
+                    window_keep,
+                    start / self.scheduler.init_noise_sigma,
+                    callback_on_step_end,
+                    callback_on_step_end_tensor_inputs,
+                    step_offset=index * self._num_timesteps,
+                )
+                result[..., w.start : w.start + w.frames] = latents
+        return result
+
+    def decode_latents(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """Unscale latents, decode them to `(batch, channels, samples)` and crop to the asked length.
+
+        An `AudioAutoencoder` decodes a clip longer than the U-Net's window chunk by chunk, so memory stays
+        bounded however long the piece."""
+        latents = vae_utils.unscale_latents(self.vae, latents.to(self.vae.dtype))
+        long = self.max_audio_length_in_s is not None and num_samples > self.max_audio_length_in_s * self.sample_rate
+        chunk = long and isinstance(self.vae, AudioAutoencoder) and not self.vae.use_chunking
+        if chunk:
+            self.vae.enable_chunking()
+        try:
+            return vae_utils.decode(self.vae, latents, num_samples)
+        finally:
+            if chunk:
+                self.vae.disable_chunking()
 
 
 def _concat_embeddings(negative: PromptEmbeddings, positive: PromptEmbeddings) -> PromptEmbeddings:

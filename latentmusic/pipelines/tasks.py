@@ -1,0 +1,160 @@
+"""What the pipeline needs beyond text-to-music: audio to condition on, masks, windows and story segments.
+
+The JEN-1 tasks all reduce to one mechanism: *known latents* (the encoded input audio) and a per-frame *keep
+weight* in [0, 1] (1 = keep the known latent, 0 = generate). Continuation keeps a prefix, inpainting keeps
+everything outside the masked ranges, long-form generation keeps the end of the previous window (fading out,
+which crossfades the windows in latent space), and story mode is long-form generation whose windows take
+their prompt from the segment they fall in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..audio import check_audio, resample, to_channels
+from .schedulers import is_flow_scheduler
+
+
+def prepare_audio(audio, sample_rate: int | None, target_rate: int, channels: int, batch: int) -> torch.Tensor:
+    """Conditioning audio as `(batch, channels, samples)` at the model's rate (resampled, channels converted).
+
+    Args:
+        audio: `(samples,)`, `(channels, samples)` or `(n, channels, samples)` with n = 1 or `batch`.
+        sample_rate: Its sample rate (`None`: the model's).
+        target_rate: The model's sample rate.
+        channels: The model's channel count.
+        batch: Number of prompts the call generates for.
+    """
+    audio = torch.as_tensor(np.asarray(audio) if not isinstance(audio, torch.Tensor) else audio)
+    items = list(audio) if audio.ndim == 3 else [audio]
+    if len(items) not in (1, batch):
+        raise ValueError(f"got audio for {len(items)} clips but {batch} prompts; pass one clip or one per prompt")
+    rate = target_rate if sample_rate is None else sample_rate
+    clips = []
+    for item in items:
+        clip = to_channels(check_audio(item.float()), channels)
+        clips.append(resample(clip, rate, target_rate) if rate != target_rate else clip)
+    stacked = torch.stack(clips)
+    return stacked.expand(batch, -1, -1) if len(clips) == 1 else stacked
+
+
+def regenerate_mask(mask, num_samples: int, sample_rate: int) -> torch.Tensor:
+    """The samples to regenerate, as a `(num_samples,)` bool tensor.
+
+    Args:
+        mask: `(start_s, end_s)` ranges in seconds (a list of pairs, or one pair), or a per-sample mask of
+            length `num_samples` (nonzero / True = regenerate).
+        num_samples: Length of the audio.
+        sample_rate: Its sample rate.
+    """
+    if isinstance(mask, (torch.Tensor, np.ndarray)):
+        mask = torch.as_tensor(mask).flatten()
+        if mask.numel() != num_samples:
+            raise ValueError(
+                f"a sample mask must have one value per audio sample ({num_samples}), got {mask.numel()}; "
+                "or pass (start_s, end_s) ranges"
+            )
+        return mask != 0
+    ranges = [mask] if len(mask) == 2 and all(isinstance(v, (int, float)) for v in mask) else list(mask)
+    if not ranges:
+        raise ValueError("mask has no ranges; pass (start_s, end_s) pairs to regenerate, e.g. [(3.0, 5.0)]")
+    duration = num_samples / sample_rate
+    regenerate = torch.zeros(num_samples, dtype=torch.bool)
+    for start, end in ranges:
+        if not 0 <= start < end <= duration + 1e-6:
+            raise ValueError(
+                f"mask range ({start}, {end}) s is not inside the {duration:.2f} s audio; "
+                "ranges need 0 <= start < end <= the audio's length"
+            )
+        regenerate[round(start * sample_rate) : round(end * sample_rate)] = True
+    return regenerate
+
+
+def keep_frames(regenerate: torch.Tensor, hop_length: int, num_frames: int) -> torch.Tensor:
+    """Per-frame keep weights from a per-sample regenerate mask: a frame is kept only if none of its samples
+    is regenerated (and it lies inside the audio), so kept frames carry only kept audio."""
+    padded = torch.ones(num_frames * hop_length, dtype=torch.bool)
+    length = min(len(regenerate), len(padded))
+    padded[:length] = regenerate[:length]
+    return (~padded.view(num_frames, hop_length).any(dim=1)).float()
+
+
+def fade_out(context: int, fade: int) -> torch.Tensor:
+    """Keep weights for a window's `context` frames carried over from the previous window: 1, then a linear
+    fade to 0 over the last `fade` of them (the latent crossfade between windows)."""
+    weights = torch.ones(context)
+    if fade > 0:
+        weights[context - fade :] = torch.linspace(1.0, 0.0, fade + 2)[1:-1]
+    return weights
+
+
+def add_noise_at(scheduler, original: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    """`original` noised to the level of `timestep` as the scheduler's samples are (flow or diffusion)."""
+    timestep = timestep.reshape(1).to(original.device)
+    if is_flow_scheduler(scheduler):
+        return scheduler.scale_noise(original, timestep, noise)
+    return scheduler.add_noise(original, noise, timestep)
+
+
+@dataclass
+class Segment:
+    """A stretch of the output with one prompt: frames `[start, end)` of the latent sequence."""
+
+    prompt: int
+    start: int
+    end: int
+
+
+def parse_story(story: Sequence) -> tuple[list[str], list[float]]:
+    """Split `[(prompt, seconds), ...]` (or `"prompt:seconds"` strings) into prompts and durations."""
+    if not story:
+        raise ValueError('story is empty; pass (prompt, seconds) segments, e.g. [("a calm chorale", 8)]')
+    prompts, seconds = [], []
+    for item in story:
+        if isinstance(item, str):
+            text, sep, length = item.rpartition(":")
+            if not sep:
+                raise ValueError(f"story segment {item!r} is not 'prompt:seconds'")
+            item = (text, float(length))
+        text, length = item
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"story segment {item!r} has an empty prompt")
+        if not length > 0:
+            raise ValueError(f"story segment {item!r} must last a positive number of seconds")
+        prompts.append(text)
+        seconds.append(float(length))
+    return prompts, seconds
+
+
+@dataclass
+class Window:
+    """One denoising window of a long or story generation: `context` frames carried over from the previous
+    window (kept, fading out) followed by `new` frames, starting at frame `start`, prompted by `prompt`."""
+
+    prompt: int
+    start: int
+    context: int
+    new: int
+
+    @property
+    def frames(self) -> int:
+        return self.context + self.new
+
+
+def plan_windows(segments: list[Segment], window: int, context: int, start: int = 0) -> list[Window]:
+    """Cover frames `[start, segments[-1].end)` with windows of at most `window` frames, each beginning with up to
+    `context` frames of what came before and never straddling two segments' new frames."""
+    if not 0 <= context < window:
+        raise ValueError(f"the overlap ({context} frames) must be shorter than the window ({window} frames)")
+    plan, filled = [], start
+    for segment in segments:
+        while filled < segment.end:
+            carried = min(context, filled)
+            new = min(window - carried, segment.end - filled)
+            plan.append(Window(segment.prompt, filled - carried, carried, new))
+            filled += new
+    return plan
