@@ -10,7 +10,9 @@ scheduler (DPM-Solver++ on v-prediction) and classifier-free guidance, so the co
 Speed is measured side by side in one process (calls interleaved, best of `--repeats`), reported as seconds of
 audio made per second of compute, and as a ratio. Peak memory for a long clip is measured in a fresh
 subprocess per pipeline: the process's peak RSS during generation, and that minus its RSS once the pipeline is
-built (Linux: the peak is reset through /proc/self/clear_refs after building).
+built (Linux: the peak is reset through /proc/self/clear_refs after building). The same is measured for our
+long-form generation (windows of `--seconds`, each continuing the last) at each of `--long-form-seconds`: its
+peak should not grow with the length (the output itself, a few MiB per minute, aside).
 
     python benchmarks/generation.py                       # small config, 10 s at 25 steps, 60 s for memory
     python benchmarks/generation.py --config tiny --seconds 4 --long-seconds 20 --repeats 1   # a smoke run
@@ -45,8 +47,8 @@ def generate(pipe, kind: str, seconds: float, steps: int, guidance: float):
     ).audios
 
 
-def build(kind: str, config: str, seconds: float):
-    ours = build_latent_pipeline(config, max_seconds=seconds)
+def build(kind: str, config: str, seconds: float, window: float | None = None):
+    ours = build_latent_pipeline(config, max_seconds=window or seconds)
     return ours if kind == "latentmusic" else build_stable_audio_pipeline(config, ours, seconds)
 
 
@@ -85,9 +87,10 @@ def speed_rows(args) -> list[dict]:
     return rows
 
 
-def measure_memory(kind: str, config: str, seconds: float, steps: int, guidance: float) -> dict:
-    """Run in a fresh process: build the pipeline, then generate once; report RSS before and at the peak."""
-    pipe = build(kind, config, seconds)
+def measure_memory(kind: str, config: str, seconds: float, steps: int, guidance: float, window: float | None) -> dict:
+    """Run in a fresh process: build the pipeline, then generate once; report RSS before and at the peak.
+    With a `window` (ours only) the U-Net covers that many seconds and longer clips are made window by window."""
+    pipe = build(kind, config, seconds, window)
     if kind == "latentmusic":
         pipe.vae.enable_chunking()  # bounded-memory decoding of long clips
     import gc
@@ -102,8 +105,12 @@ def measure_memory(kind: str, config: str, seconds: float, steps: int, guidance:
 
 
 def memory_rows(args) -> list[dict]:
+    """One clip of `--long-seconds` made in one window by both pipelines, then ours window by window (windows of
+    `--seconds`) for each of `--long-form-seconds`: peak memory should not grow with the length."""
+    runs = [(kind, args.long_seconds, None) for kind in ("latentmusic", "stable_audio")]
+    runs += [("latentmusic", seconds, args.seconds) for seconds in args.long_form_seconds]
     rows = []
-    for kind in ("latentmusic", "stable_audio"):
+    for kind, seconds, window in runs:
         command = [
             sys.executable,
             __file__,
@@ -112,7 +119,8 @@ def memory_rows(args) -> list[dict]:
             "--config",
             args.config,
             "--long-seconds",
-            str(args.long_seconds),
+            str(seconds),
+            *(["--window", str(window)] if window else []),
             "--steps",
             str(args.long_steps),
             "--threads",
@@ -124,7 +132,8 @@ def memory_rows(args) -> list[dict]:
         rows.append(
             {
                 "pipeline": kind,
-                "seconds": args.long_seconds,
+                "seconds": seconds,
+                "window_s": window or seconds,
                 "steps": args.long_steps,
                 **result,
                 "generation_MiB": result["peak_rss_MiB"] - result["built_rss_MiB"],
@@ -149,12 +158,18 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared machine)")
     parser.add_argument("--out", default="benchmarks/results/generation.json")
+    parser.add_argument(
+        "--long-form-seconds", type=float, nargs="*", default=[60.0, 300.0], help="long-form lengths for memory"
+    )
+    parser.add_argument("--window", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--_memory", choices=["latentmusic", "stable_audio"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     if args._memory:
-        print(json.dumps(measure_memory(args._memory, args.config, args.long_seconds, args.long_steps, 4.0)))
+        print(
+            json.dumps(measure_memory(args._memory, args.config, args.long_seconds, args.long_steps, 4.0, args.window))
+        )
         return
 
     speed = speed_rows(args)

@@ -44,3 +44,35 @@ def test_bad_input_is_an_error_message_not_a_traceback(pipeline_dir, tmp_path, c
     assert "must be positive" in capsys.readouterr().err
     assert generate(pipeline_dir, tmp_path / "x.mp3") == 2
     assert "unsupported audio format" in capsys.readouterr().err
+
+
+def test_continue_inpaint_remix_and_story(pipeline_dir, tmp_path, capsys):
+    assert generate(pipeline_dir, tmp_path / "prefix.wav", "--seed", "0") == 0  # 0.5 s to work on
+    prefix = str(tmp_path / "prefix.wav")
+    assert generate(pipeline_dir, tmp_path / "c.wav", "--audio", prefix, "--continue", "--seconds", "1.0") == 0
+    assert len(sf.read(tmp_path / "c.wav")[0]) == 8000
+    args = ["generate", "a folk song", "--model", str(pipeline_dir), "--steps", "3", "--audio", prefix]
+    assert main([*args, "--inpaint", "0.1:0.3", "--out", str(tmp_path / "i.wav")]) == 0
+    assert main([*args, "--strength", "0.5", "--out", str(tmp_path / "s.wav")]) == 0
+    original, inpainted = sf.read(prefix)[0], sf.read(tmp_path / "i.wav")[0]
+    assert len(inpainted) == len(original) == len(sf.read(tmp_path / "s.wav")[0])
+    story = ["generate", "--model", str(pipeline_dir), "--steps", "3", "--story", "a calm chorale:0.5", "a reel:0.75"]
+    assert main([*story, "--out", str(tmp_path / "story.wav")]) == 0
+    assert len(sf.read(tmp_path / "story.wav")[0]) == 10000
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--continue"], "act on input audio"),
+        (["--inpaint", "0:1"], "act on input audio"),
+        (["--audio", "PREFIX"], "say what to do with --audio"),
+        (["--audio", "PREFIX", "--inpaint", "zero:one"], "is not START:END"),
+        (["--story", "a:1"], "either a prompt or --story"),
+    ],
+)
+def test_task_options_are_checked(pipeline_dir, tmp_path, capsys, extra, message):
+    assert generate(pipeline_dir, tmp_path / "prefix.wav") == 0
+    extra = [str(tmp_path / "prefix.wav") if e == "PREFIX" else e for e in extra]
+    assert generate(pipeline_dir, tmp_path / "x.wav", *extra) == 2
+    assert message in capsys.readouterr().err

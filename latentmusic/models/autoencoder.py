@@ -5,12 +5,17 @@ convolutions with dilated residual units, Snake activations, weight norm), with 
 and no quantisation: a light diagonal-Gaussian (KL) bottleneck by default, or a plain deterministic
 one. The interface is diffusers' (`encode(x).latent_dist`, `decode(z).sample`), so diffusers'
 `AutoencoderOobleck` can stand in its place in the pipeline.
+
+With `bottleneck="rvq"` the same network is a neural codec for the token LM: a residual vector
+quantizer (`vector-quantize-pytorch`'s `ResidualVQ`: EMA codebooks, k-means init, dead-code expiry,
+quantizer dropout) turns each latent frame into `num_quantizers` codes (`encode_codes` / `decode_codes`).
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import dataclass
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -20,7 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-BOTTLENECKS = ("kl", "plain")
+BOTTLENECKS = ("kl", "plain", "rvq")
 ACTIVATIONS = ("snake", "elu")
 
 
@@ -90,14 +95,27 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         strides (`tuple[int]`, defaults to `(2, 4, 5, 8)`): Down-sampling factors; their product is the
             hop length (samples per latent frame).
         latent_channels (`int`, defaults to 32): Channels of the latent sequence.
-        bottleneck (`str`, defaults to `"kl"`): `"kl"` (diagonal Gaussian, sampled in training) or
-            `"plain"` (deterministic).
+        bottleneck (`str`, defaults to `"kl"`): `"kl"` (diagonal Gaussian, sampled in training),
+            `"plain"` (deterministic) or `"rvq"` (residual vector quantization: a codec for the token LM).
         activation (`str`, defaults to `"snake"`): `"snake"` or `"elu"`.
         scaling_factor (`float`, defaults to 1.0), shift_factor (`float`, defaults to 0.0): The diffusion
             model sees `(z - shift_factor) * scaling_factor`; computed from data after training
             (`latentmusic.models.autoencoder.compute_latent_statistics`).
         chunk_size (`int`, defaults to 256), chunk_context (`int`, defaults to 32): Latent frames per
             window, and of context on each side, when chunking is enabled (`enable_chunking`).
+        num_quantizers (`int`, defaults to 8): `rvq` only: codebooks per frame (K).
+        codebook_size (`int`, defaults to 1024): `rvq` only: codes per codebook.
+        codebook_dim (`int`, *optional*): `rvq` only: dimension the codes are looked up in (a learned
+            projection from and back to `latent_channels`); `None` looks up in `latent_channels` itself.
+        quantizer_dropout (`bool`, defaults to `False`): `rvq` only: in training, quantize each batch with
+            a random number of quantizers (SoundStream), so that the first k codebooks alone decode well.
+        commitment_weight (`float`, defaults to 1.0): `rvq` only: weight of the commitment loss (in
+            `encode(x).latent_dist.commitment_loss` during training).
+        codebook_decay (`float`, defaults to 0.99): `rvq` only: EMA decay of the codebook updates.
+        threshold_ema_dead_code (`float`, defaults to 2.0): `rvq` only: codes whose EMA usage count falls
+            below this are replaced by random encoder outputs in training; 0 disables.
+        kmeans_init (`bool`, defaults to `True`): `rvq` only: initialise each codebook by k-means on the
+            first batch it sees.
     """
 
     _supports_gradient_checkpointing = False
@@ -117,9 +135,29 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         shift_factor: float = 0.0,
         chunk_size: int = 256,
         chunk_context: int = 32,
+        num_quantizers: int = 8,
+        codebook_size: int = 1024,
+        codebook_dim: int | None = None,
+        quantizer_dropout: bool = False,
+        commitment_weight: float = 1.0,
+        codebook_decay: float = 0.99,
+        threshold_ema_dead_code: float = 2.0,
+        kmeans_init: bool = True,
     ) -> None:
         super().__init__()
         _check_config(audio_channels, strides, latent_channels, bottleneck, activation, chunk_size, chunk_context)
+        if bottleneck == "rvq":
+            self.quantizer = ResidualQuantizer(
+                latent_channels,
+                num_quantizers,
+                codebook_size,
+                codebook_dim,
+                quantizer_dropout,
+                commitment_weight,
+                codebook_decay,
+                threshold_ema_dead_code,
+                kmeans_init,
+            )
         widths = [min(base_channels * 2**i, max_channels) for i in range(len(strides) + 1)]
         moments = 2 * latent_channels if bottleneck == "kl" else latent_channels
         self.encoder = nn.Sequential(
@@ -199,13 +237,20 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         """Encode audio `(batch, audio_channels, samples)` into a latent distribution.
 
         The input is zero-padded to a multiple of `hop_length`, so there are `ceil(samples / hop_length)`
-        latent frames.
+        latent frames. With the `rvq` bottleneck the distribution is a `QuantizedLatents`: its mode is the
+        quantized latents, and it carries the codes and the commitment loss.
+
+        Args:
+            x: Audio, `(batch, audio_channels, samples)`.
+            return_dict: Return an `AutoencoderKLOutput` instead of a tuple.
         """
         _check_audio_input(x, self.config.audio_channels)
         pad = -x.shape[-1] % self.hop_length
         x = nn.functional.pad(x, (0, pad))
         moments = self._chunked(x, self.encoder, self.hop_length, 1)
-        if self.config.bottleneck == "kl":
+        if self.config.bottleneck == "rvq":
+            posterior = self.quantizer(moments)
+        elif self.config.bottleneck == "kl":
             posterior = DiagonalGaussianDistribution(moments)
         else:
             posterior = DiagonalGaussianDistribution(
@@ -235,6 +280,191 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         audio = self.decode(z).sample[..., : sample.shape[-1]]
         return DecoderOutput(sample=audio) if return_dict else (audio,)
+
+    # -- the codec interface (bottleneck="rvq") ----------------------------------------------------------
+
+    def encode_codes(self, audio: torch.Tensor) -> torch.Tensor:
+        """Encode audio `(batch, audio_channels, samples)` into codes `(batch, num_quantizers, frames)`.
+
+        Args:
+            audio: Audio, `(batch, audio_channels, samples)`; zero-padded to whole frames.
+        """
+        self._require_quantizer("encode_codes")
+        return self.encode(audio).latent_dist.codes
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Decode codes `(batch, k, frames)` into audio `(batch, audio_channels, frames * hop_length)`.
+
+        The first `k <= num_quantizers` codebooks are used; code -1 marks a dropped quantizer. Fewer
+        codebooks give a coarser reconstruction (best with a model trained with `quantizer_dropout`).
+
+        Args:
+            codes: Codes from `encode_codes` (or a token LM), `(batch, k, frames)`.
+        """
+        self._require_quantizer("decode_codes")
+        return self.decode(self.quantizer.decode(codes)).sample
+
+    def codebook_usage(self, codes: torch.Tensor | None = None) -> CodebookUsage:
+        """How well each quantizer uses its codebook: perplexity and fraction of dead codes.
+
+        Args:
+            codes: Codes `(batch, num_quantizers, frames)` to count; without them, the EMA usage counts the
+                quantizer keeps during training are used (dead there means below `threshold_ema_dead_code`,
+                i.e. due for replacement, or below 1e-3 when replacement is off).
+        """
+        self._require_quantizer("codebook_usage")
+        return self.quantizer.usage(codes)
+
+    def _require_quantizer(self, method: str) -> None:
+        if self.config.bottleneck != "rvq":
+            raise ValueError(
+                f"{method} needs a quantized autoencoder, but this one has a continuous "
+                f"{self.config.bottleneck!r} bottleneck; build it with bottleneck='rvq'"
+            )
+
+
+class QuantizedLatents(DiagonalGaussianDistribution):
+    """The `latent_dist` of an `rvq` autoencoder: a point mass on the quantized latents.
+
+    `mode()` and `sample()` both give the quantized latents (with straight-through gradients in
+    training), so code written for the continuous bottlenecks works unchanged; the KL term is zero.
+
+    Args:
+        latents: Quantized latents, `(batch, latent_channels, frames)`.
+        codes: Their codes, `(batch, num_quantizers, frames)` (-1 where quantizer dropout left a codebook out).
+        commitment_loss: Sum over quantizers of the weighted commitment loss (zero in eval mode).
+    """
+
+    def __init__(self, latents: torch.Tensor, codes: torch.Tensor, commitment_loss: torch.Tensor) -> None:
+        super().__init__(torch.cat([latents, torch.zeros_like(latents)], 1), deterministic=True)
+        self.codes = codes
+        self.commitment_loss = commitment_loss
+
+
+@dataclass
+class CodebookUsage:
+    """Codebook usage per quantizer.
+
+    Args:
+        perplexity: `(num_quantizers,)`: exp of the entropy of the code distribution, from 1 (one code
+            used) to `codebook_size` (all codes equally used).
+        dead_fraction: `(num_quantizers,)`: fraction of codes unused (or, from EMA counts, due for replacement).
+    """
+
+    perplexity: torch.Tensor
+    dead_fraction: torch.Tensor
+
+    def as_logs(self, prefix: str = "codebook") -> dict[str, float]:
+        """Flat `{"<prefix>/perplexity_q0": ..., "<prefix>/dead_fraction_q0": ...}` for a training logger.
+
+        Args:
+            prefix: Prefix of every key.
+        """
+        logs = {}
+        for name in ("perplexity", "dead_fraction"):
+            for k, value in enumerate(getattr(self, name).tolist()):
+                logs[f"{prefix}/{name}_q{k}"] = value
+        return logs
+
+
+class ResidualQuantizer(nn.Module):
+    """`vector_quantize_pytorch.ResidualVQ` on channel-first latents, with code lookup and usage stats.
+
+    Args:
+        dim: Channels of the latents.
+        num_quantizers: Codebooks (K).
+        codebook_size: Codes per codebook.
+        codebook_dim: Lookup dimension (projections in and out), or `None` for `dim`.
+        quantizer_dropout: Random number of quantizers per training batch.
+        commitment_weight: Weight of the commitment loss.
+        codebook_decay: EMA decay of the codebooks.
+        threshold_ema_dead_code: EMA count below which a code is replaced in training (0: never).
+        kmeans_init: K-means initialisation of the codebooks on the first batch.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_quantizers: int,
+        codebook_size: int,
+        codebook_dim: int | None,
+        quantizer_dropout: bool,
+        commitment_weight: float,
+        codebook_decay: float,
+        threshold_ema_dead_code: float,
+        kmeans_init: bool,
+    ) -> None:
+        super().__init__()
+        _check_quantizer_config(num_quantizers, codebook_size, codebook_dim, commitment_weight, codebook_decay)
+        try:
+            from vector_quantize_pytorch import ResidualVQ
+        except ImportError as error:
+            raise ImportError(
+                "bottleneck='rvq' needs vector-quantize-pytorch; install it with `pip install vector-quantize-pytorch`"
+            ) from error
+        self.rvq = ResidualVQ(
+            dim=dim,
+            num_quantizers=num_quantizers,
+            codebook_size=codebook_size,
+            codebook_dim=codebook_dim,
+            quantize_dropout=quantizer_dropout,
+            commitment_weight=commitment_weight,
+            decay=codebook_decay,
+            threshold_ema_dead_code=threshold_ema_dead_code,
+            kmeans_init=kmeans_init,
+        )
+        self.threshold_ema_dead_code = threshold_ema_dead_code
+
+    def forward(self, latents: torch.Tensor) -> QuantizedLatents:
+        """Quantize latents `(batch, dim, frames)`.
+
+        Args:
+            latents: Encoder output, `(batch, dim, frames)`.
+        """
+        quantized, codes, losses = self.rvq(latents.transpose(1, 2))
+        return QuantizedLatents(quantized.transpose(1, 2).to(latents.dtype), codes.transpose(1, 2), losses.sum())
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Quantized latents `(batch, dim, frames)` from the codes of the first k quantizers.
+
+        Args:
+            codes: `(batch, k, frames)` long, k <= num_quantizers; -1 leaves a quantizer out.
+        """
+        codebooks = self.rvq.codebooks  # (num_quantizers, codebook_size, lookup dim)
+        if codes.ndim != 3 or not 1 <= codes.shape[1] <= len(codebooks):
+            raise ValueError(
+                f"codes must have shape (batch, k, frames) with 1 <= k <= {len(codebooks)} quantizers, "
+                f"got {tuple(codes.shape)}"
+            )
+        if codes.dtype not in (torch.int32, torch.int64) or codes.max() >= codebooks.shape[1] or codes.min() < -1:
+            raise ValueError(
+                f"codes must be integers in [0, {codebooks.shape[1]}) (or -1 for a dropped quantizer), got "
+                f"{codes.dtype} in [{codes.min().item()}, {codes.max().item()}]; were they made by another codec?"
+            )
+        quantized = codebooks.new_zeros(codes.shape[0], codes.shape[2], codebooks.shape[2])
+        for codebook, layer_codes in zip(codebooks, codes.unbind(1)):
+            kept = (layer_codes >= 0).unsqueeze(-1)
+            quantized = quantized + codebook[layer_codes.clamp_min(0)] * kept
+        return self.rvq.project_out(quantized).transpose(1, 2)
+
+    @torch.no_grad()
+    def usage(self, codes: torch.Tensor | None = None) -> CodebookUsage:
+        """Perplexity and dead-code fraction per quantizer, from `codes` or the EMA counts.
+
+        Args:
+            codes: `(batch, num_quantizers, frames)` to count, or `None` for the EMA counts.
+        """
+        size = self.rvq.codebook_size
+        if codes is None:
+            counts = torch.stack([layer._codebook.cluster_size[0] for layer in self.rvq.layers]).float()
+            dead = counts < (self.threshold_ema_dead_code or 1e-3)
+        else:
+            rows = codes.transpose(0, 1).reshape(codes.shape[1], -1)
+            counts = torch.stack([torch.bincount(row[row >= 0], minlength=size) for row in rows]).float()
+            dead = counts == 0
+        probs = counts / counts.sum(-1, keepdim=True).clamp_min(1e-12)
+        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+        return CodebookUsage(perplexity=entropy.exp(), dead_fraction=dead.float().mean(-1))
 
 
 @torch.no_grad()
@@ -277,6 +507,20 @@ def _check_audio_input(x: torch.Tensor, channels: int) -> None:
 def _check_chunks(size: int, context: int) -> None:
     if size < 1 or context < 0:
         raise ValueError(f"chunking needs chunk_size >= 1 and context >= 0 latent frames, got {size} and {context}")
+
+
+def _check_quantizer_config(num_quantizers, codebook_size, codebook_dim, commitment_weight, codebook_decay) -> None:
+    if num_quantizers < 1 or codebook_size < 2:
+        raise ValueError(
+            f"bottleneck='rvq' needs num_quantizers >= 1 and codebook_size >= 2, "
+            f"got {num_quantizers} and {codebook_size}"
+        )
+    if codebook_dim is not None and codebook_dim < 1:
+        raise ValueError(f"codebook_dim must be positive (or None for latent_channels), got {codebook_dim}")
+    if commitment_weight < 0 or not 0 <= codebook_decay < 1:
+        raise ValueError(
+            f"need commitment_weight >= 0 and 0 <= codebook_decay < 1, got {commitment_weight} and {codebook_decay}"
+        )
 
 
 def _check_config(audio_channels, strides, latent_channels, bottleneck, activation, chunk_size, chunk_context) -> None:

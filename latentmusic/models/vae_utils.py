@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderOobleck
@@ -67,7 +68,9 @@ def decode(vae, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
     return crop_or_pad(vae.decode(latents).sample, num_samples)
 
 
-def reconstruct(vae, audio: torch.Tensor, generator: torch.Generator | None = None):
+def reconstruct(
+    vae: AudioAutoencoder | AutoencoderOobleck, audio: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, Any]:
     """Encode and decode `audio` with either autoencoder, keeping its length.
 
     Args:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from diffusers.utils import logging
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.get_logger(__name__)
 
@@ -130,3 +134,101 @@ def postprocess_audio(audio: torch.Tensor, output_type: str) -> torch.Tensor | n
     """Return `(batch, channels, samples)` float32 audio as a NumPy array (`"np"`) or tensor (`"pt"`)."""
     audio = audio.float().cpu()
     return audio.numpy() if output_type == "np" else audio
+
+
+def check_positive_int(value: int, name: str) -> None:
+    """Reject anything but a positive integer for the argument `name`.
+
+    Args:
+        value: The argument's value.
+        name: The argument's name, for the message.
+    """
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+
+
+def check_callback_tensor_inputs(requested: list[str] | None, available: list[str]) -> None:
+    """Reject callback tensor names a pipeline does not offer.
+
+    Args:
+        requested: The names asked for in `callback_on_step_end_tensor_inputs`.
+        available: The pipeline's `_callback_tensor_inputs`.
+    """
+    unknown = set(requested or []) - set(available)
+    if unknown:
+        raise ValueError(
+            f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not available; choose from {available}"
+        )
+
+
+def concat_embeddings(negative: PromptEmbeddings, positive: PromptEmbeddings) -> PromptEmbeddings:
+    """One batch `[negative, positive]`; a missing mask means every token is real.
+
+    Args:
+        negative: Embeddings of the negative (unconditional) prompts.
+        positive: Embeddings of the prompts.
+    """
+    if negative.hidden_states.shape[1:] != positive.hidden_states.shape[1:]:
+        raise ValueError(
+            f"negative prompt embeddings {tuple(negative.hidden_states.shape)} and prompt embeddings "
+            f"{tuple(positive.hidden_states.shape)} differ in length or width; encode both the same way"
+        )
+    hidden = torch.cat([negative.hidden_states, positive.hidden_states])
+    if negative.attention_mask is None and positive.attention_mask is None:
+        return PromptEmbeddings(hidden, None)
+    masks = [
+        e.attention_mask if e.attention_mask is not None else torch.ones(e.hidden_states.shape[:2])
+        for e in (negative, positive)
+    ]
+    return PromptEmbeddings(hidden, torch.cat([m.to(hidden.device, torch.long) for m in masks]))
+
+
+def encode_prompt_batch(
+    tokenizer: PreTrainedTokenizerBase,
+    text_encoder: torch.nn.Module,
+    prompt: list[str] | None,
+    device: torch.device,
+    num_waveforms_per_prompt: int = 1,
+    do_classifier_free_guidance: bool = True,
+    negative_prompt: list[str] | None = None,
+    prompt_embeds: torch.Tensor | None = None,
+    negative_prompt_embeds: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    negative_attention_mask: torch.Tensor | None = None,
+) -> PromptEmbeddings:
+    """Encode prompts, and for guidance the negative prompts, into one batch `[negative, positive]`.
+
+    Each prompt is repeated `num_waveforms_per_prompt` times in a row. Without a negative prompt the
+    unconditional half encodes the empty text, the condition a model sees when captions are dropped in
+    training.
+
+    Args:
+        tokenizer: The text encoder's tokenizer.
+        text_encoder: Any `transformers` text encoder; its first output is used.
+        prompt: The prompts (or `None` with `prompt_embeds`).
+        device: Where the embeddings go.
+        num_waveforms_per_prompt: Clips per prompt.
+        do_classifier_free_guidance: Also encode the unconditional half.
+        negative_prompt: One negative prompt, or one per prompt.
+        prompt_embeds: Precomputed hidden states instead of `prompt`.
+        negative_prompt_embeds: Precomputed negative hidden states.
+        attention_mask: Mask of `prompt_embeds` (1 = token, 0 = padding).
+        negative_attention_mask: Mask of `negative_prompt_embeds`.
+    """
+    if prompt_embeds is None:
+        positive = encode_text(tokenizer, text_encoder, prompt, device)
+    else:
+        mask = None if attention_mask is None else attention_mask.to(device)
+        positive = PromptEmbeddings(prompt_embeds.to(device), mask)
+    batch_size = positive.hidden_states.shape[0]
+    positive = positive.repeat(num_waveforms_per_prompt)
+    if not do_classifier_free_guidance:
+        return positive
+    if negative_prompt_embeds is not None:
+        mask = None if negative_attention_mask is None else negative_attention_mask.to(device)
+        negative = PromptEmbeddings(negative_prompt_embeds.to(device), mask)
+    else:
+        texts = negative_prompt or [""]
+        texts = texts * batch_size if len(texts) == 1 else texts
+        negative = encode_text(tokenizer, text_encoder, texts, device, positive.hidden_states.shape[1])
+    return concat_embeddings(negative.repeat(num_waveforms_per_prompt), positive)

@@ -19,9 +19,11 @@ from ..models import AudioAutoencoder, vae_utils
 from .common import (
     PromptEmbeddings,
     as_prompt_list,
+    check_callback_tensor_inputs,
     check_output_type,
+    check_positive_int,
     check_prompt_inputs,
-    encode_text,
+    encode_prompt_batch,
     frames_for_samples,
     postprocess_audio,
     samples_for_seconds,
@@ -135,10 +137,8 @@ class LatentMusicPipeline(DiffusionPipeline):
             )
         if not audio_length_in_s > 0:
             raise ValueError(f"audio_length_in_s must be positive, got {audio_length_in_s}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps}")
-        if not isinstance(num_waveforms_per_prompt, int) or num_waveforms_per_prompt < 1:
-            raise ValueError(f"num_waveforms_per_prompt must be a positive integer, got {num_waveforms_per_prompt}")
+        check_positive_int(num_inference_steps, "num_inference_steps")
+        check_positive_int(num_waveforms_per_prompt, "num_waveforms_per_prompt")
         check_output_type(output_type)
         if latents is not None:
             expected = (
@@ -151,12 +151,7 @@ class LatentMusicPipeline(DiffusionPipeline):
                     f"`latents` have shape {tuple(latents.shape)}, but {audio_length_in_s} s for "
                     f"{expected[0]} waveforms needs {expected}"
                 )
-        unknown = set(callback_on_step_end_tensor_inputs or []) - set(self._callback_tensor_inputs)
-        if unknown:
-            raise ValueError(
-                f"callback_on_step_end_tensor_inputs {sorted(unknown)} are not available; "
-                f"choose from {self._callback_tensor_inputs}"
-            )
+        check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
         return batch_size
 
     def latent_length(self, audio_length_in_s: float) -> int:
@@ -177,30 +172,21 @@ class LatentMusicPipeline(DiffusionPipeline):
         attention_mask: torch.Tensor | None = None,
         negative_attention_mask: torch.Tensor | None = None,
     ) -> PromptEmbeddings:
-        """Encode prompts, and for guidance the negative prompts, into one batch `[negative, positive]`.
-
-        Without a negative prompt the unconditional branch uses the empty text, the condition the
-        model saw when its captions were dropped during training.
-        """
-        if prompt_embeds is None:
-            positive = encode_text(self.tokenizer, self.text_encoder, prompt, device)
-        else:
-            positive = PromptEmbeddings(
-                prompt_embeds.to(device), None if attention_mask is None else attention_mask.to(device)
-            )
-        batch_size = positive.hidden_states.shape[0]
-        positive = positive.repeat(num_waveforms_per_prompt)
-        if not do_classifier_free_guidance:
-            return positive
-        if negative_prompt_embeds is not None:
-            mask = None if negative_attention_mask is None else negative_attention_mask.to(device)
-            negative = PromptEmbeddings(negative_prompt_embeds.to(device), mask)
-        else:
-            texts = negative_prompt or [""]
-            texts = texts * batch_size if len(texts) == 1 else texts
-            negative = encode_text(self.tokenizer, self.text_encoder, texts, device, positive.hidden_states.shape[1])
-        negative = negative.repeat(num_waveforms_per_prompt)
-        return _concat_embeddings(negative, positive)
+        """Encode prompts, and for guidance the negative prompts, into one batch `[negative, positive]`
+        (see `latentmusic.pipelines.common.encode_prompt_batch`, shared with `TokenMusicPipeline`)."""
+        return encode_prompt_batch(
+            self.tokenizer,
+            self.text_encoder,
+            prompt,
+            device,
+            num_waveforms_per_prompt,
+            do_classifier_free_guidance,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
+            attention_mask,
+            negative_attention_mask,
+        )
 
     def prepare_latents(
         self,
@@ -656,22 +642,3 @@ class LatentMusicPipeline(DiffusionPipeline):
         finally:
             if chunk:
                 self.vae.disable_chunking()
-
-
-def _concat_embeddings(negative: PromptEmbeddings, positive: PromptEmbeddings) -> PromptEmbeddings:
-    """One batch `[negative, positive]`; a missing mask means every token is real."""
-    if negative.hidden_states.shape[1:] != positive.hidden_states.shape[1:]:
-        raise ValueError(
-            f"negative prompt embeddings {tuple(negative.hidden_states.shape)} and prompt embeddings "
-            f"{tuple(positive.hidden_states.shape)} differ in length or width; encode both the same way"
-        )
-    hidden = torch.cat([negative.hidden_states, positive.hidden_states])
-    if negative.attention_mask is None and positive.attention_mask is None:
-        return PromptEmbeddings(hidden, None)
-    masks = [
-        e.attention_mask
-        if e.attention_mask is not None
-        else torch.ones(e.hidden_states.shape[:2], device=hidden.device)
-        for e in (negative, positive)
-    ]
-    return PromptEmbeddings(hidden, torch.cat([m.to(hidden.device, torch.long) for m in masks]))

@@ -19,7 +19,9 @@ from ..audio import check_audio, resample, to_channels
 from .schedulers import is_flow_scheduler
 
 
-def prepare_audio(audio, sample_rate: int | None, target_rate: int, channels: int, batch: int) -> torch.Tensor:
+def prepare_audio(
+    audio: torch.Tensor | np.ndarray, sample_rate: int | None, target_rate: int, channels: int, batch: int
+) -> torch.Tensor:
     """Conditioning audio as `(batch, channels, samples)` at the model's rate (resampled, channels converted).
 
     Args:
@@ -42,7 +44,7 @@ def prepare_audio(audio, sample_rate: int | None, target_rate: int, channels: in
     return stacked.expand(batch, -1, -1) if len(clips) == 1 else stacked
 
 
-def regenerate_mask(mask, num_samples: int, sample_rate: int) -> torch.Tensor:
+def regenerate_mask(mask: Sequence | torch.Tensor | np.ndarray, num_samples: int, sample_rate: int) -> torch.Tensor:
     """The samples to regenerate, as a `(num_samples,)` bool tensor.
 
     Args:

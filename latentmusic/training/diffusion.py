@@ -25,7 +25,7 @@ from ..models import UNet1DConditionModel, vae_utils
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_latent_music import LatentMusicPipeline
 from .media import log_audio_samples
-from .objectives import OBJECTIVES, make_training_scheduler, noise_batch, weighted_mse
+from .objectives import OBJECTIVES, make_training_scheduler, noise_batch, sample_keep_masks, weighted_mse
 from .runner import OptimConfig, Run, RunConfig, StepBatches, make_accelerator, warmup_schedule
 from .tokenizer import build_caption_tokenizer
 
@@ -62,6 +62,21 @@ class DiffusionObjectiveConfig:
 
 
 @dataclass
+class MaskingConfig:
+    """JEN-1's omnidirectional training: per example, a task is drawn with these weights. With any weight on
+    continuation or inpainting the U-Net gets a mask channel and the masked clean latents as extra inputs, and
+    the pipeline uses them for continuation, inpainting and long-form generation."""
+
+    generation: float = 1.0  # nothing kept
+    continuation: float = 0.0  # a prefix kept
+    inpainting: float = 0.0  # a middle span removed
+
+    @staticmethod
+    def enabled(config) -> bool:
+        return config.continuation > 0 or config.inpainting > 0
+
+
+@dataclass
 class SampleConfig:
     prompts: list[str] = field(default_factory=lambda: ["a Bach chorale played by a string ensemble"])
     seconds: float = 4.0
@@ -78,6 +93,7 @@ class DiffusionTrainingConfig:
         default_factory=dict
     )  # UNet1DConditionModel arguments (in_channels etc. are filled in)
     diffusion: DiffusionObjectiveConfig = field(default_factory=DiffusionObjectiveConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/diffusion"))
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -182,6 +198,9 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
             if hasattr(text_encoder.config, "hidden_size")
             else text_encoder.config.d_model,
             "use_timing_conditioning": True,
+            "extra_in_channels": vae_utils.vae_latent_channels(vae) + 1
+            if MaskingConfig.enabled(config.masking)
+            else 0,
             "max_seconds": config.data.segment_seconds,
         }
     )
@@ -207,20 +226,35 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     )
     step_generator = torch.Generator(device=accelerator.device)
 
-    def denoise_loss(batch: dict[str, Any], generator: torch.Generator | None, captions: list[str]) -> torch.Tensor:
+    def denoise_loss(
+        batch: dict[str, Any], generator: torch.Generator, captions: list[str], tasks: bool = True
+    ) -> torch.Tensor:
+        """The training loss; with `tasks=False` every example is plain generation (nothing kept)."""
         latents = vae_utils.scale_latents(vae, batch["latents"].to(accelerator.device))
         text = encode_text(tokenizer, text_encoder, captions, accelerator.device, config.text_encoder.max_length)
         noised = noise_batch(train_scheduler, latents, generator, config.diffusion.snr_gamma or None)
-        seconds_total = batch["padding_mask"].sum(-1).to(accelerator.device) / latent_rate
+        lengths = batch["padding_mask"].sum(-1)
+        seconds_total = lengths.to(accelerator.device) / latent_rate
+        loss_mask = batch["padding_mask"].to(accelerator.device)[:, None]
+        model_input = noised.noisy
+        if MaskingConfig.enabled(config.masking):
+            draws = torch.Generator().manual_seed(
+                int(torch.randint(2**31, (1,), generator=generator, device=generator.device))
+            )
+            probabilities = (config.masking.generation, config.masking.continuation, config.masking.inpainting)
+            keep = sample_keep_masks(lengths, latents.shape[-1], probabilities, draws).to(latents)
+            keep = keep if tasks else torch.zeros_like(keep)
+            model_input = torch.cat([noised.noisy, keep, latents * keep], dim=1)
+            loss_mask = loss_mask * (1 - keep)  # learn what is generated; kept frames are given
         prediction = unet(
-            noised.noisy,
+            model_input,
             noised.timesteps,
             encoder_hidden_states=text.hidden_states,
             encoder_attention_mask=text.attention_mask,
             seconds_start=torch.zeros_like(seconds_total),
             seconds_total=seconds_total,
         ).sample
-        return weighted_mse(prediction, noised, batch["padding_mask"].to(accelerator.device)[:, None])
+        return weighted_mse(prediction, noised, loss_mask)
 
     run.start_progress()
     unet.train()
@@ -256,7 +290,8 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
 
 @torch.no_grad()
 def validation_losses(denoise_loss, valid_set: LatentDataset, config) -> dict[str, float]:
-    """Held-out loss with fixed crops and noise, with the right captions and with captions shuffled.
+    """Held-out generation loss (nothing kept, even for a model trained with masks) with fixed crops and noise,
+    with the right captions and with captions shuffled.
 
     The gap between the two is how much the model uses the text.
     """
@@ -272,8 +307,8 @@ def validation_losses(denoise_loss, valid_set: LatentDataset, config) -> dict[st
         captions = batch["caption"]
         rolled = captions[1:] + captions[:1]
         seed = config.run.seed + i
-        right.append(denoise_loss(batch, torch.Generator().manual_seed(seed), captions).item())
-        shuffled.append(denoise_loss(batch, torch.Generator().manual_seed(seed), rolled).item())
+        right.append(denoise_loss(batch, torch.Generator().manual_seed(seed), captions, tasks=False).item())
+        shuffled.append(denoise_loss(batch, torch.Generator().manual_seed(seed), rolled, tasks=False).item())
     return {"valid_loss": sum(right) / len(right), "valid_loss_shuffled_captions": sum(shuffled) / len(shuffled)}
 
 

@@ -114,3 +114,43 @@ def weighted_mse(prediction: torch.Tensor, batch: NoisedBatch, mask: torch.Tenso
         mask = mask.to(error.dtype).expand_as(error)
         per_example = (error * mask).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp(min=1)
     return (per_example * batch.weights.float()).mean()
+
+
+TASKS = ("generation", "continuation", "inpainting")
+
+
+def sample_keep_masks(
+    lengths: torch.Tensor, frames: int, probabilities: tuple[float, float, float], generator: torch.Generator | None
+) -> torch.Tensor:
+    """JEN-1's omnidirectional training tasks, one per example: which latent frames the model is shown.
+
+    - generation: nothing kept;
+    - continuation: a prefix of 10–90 % of the clip kept;
+    - inpainting: a span of 10–50 % of the clip removed, the rest kept.
+
+    Args:
+        lengths: `(batch,)` real (unpadded) frames of each clip.
+        frames: Frames of the padded batch.
+        probabilities: Weights of generation, continuation and inpainting (normalised here).
+        generator: For reproducible draws (on the CPU).
+
+    Returns:
+        A `(batch, 1, frames)` float mask, 1 where the clean latents are given to the model.
+    """
+    weights = torch.tensor(probabilities, dtype=torch.float)
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"masking probabilities must be >= 0 and not all 0, got {probabilities}")
+    batch = len(lengths)
+    tasks = torch.multinomial(weights / weights.sum(), batch, replacement=True, generator=generator)
+    draws = torch.rand(batch, 2, generator=generator)
+    keep = torch.zeros(batch, 1, frames)
+    for i, (task, length) in enumerate(zip(tasks.tolist(), lengths.tolist())):
+        length = int(length)
+        if TASKS[task] == "continuation":
+            keep[i, 0, : max(1, int(length * (0.1 + 0.8 * draws[i, 0])))] = 1
+        elif TASKS[task] == "inpainting":
+            span = max(1, int(length * (0.1 + 0.4 * draws[i, 0])))
+            start = round((length - span) * float(draws[i, 1]))
+            keep[i, 0, :length] = 1
+            keep[i, 0, start : start + span] = 0
+    return keep
