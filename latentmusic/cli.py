@@ -1,4 +1,4 @@
-"""The `latentmusic` command: `generate` (also continue, inpaint, remix, story), `render-corpus`.
+"""The `latentmusic` command: `generate` (also continue, inpaint, remix, story), `evaluate`, `render-corpus`.
 
 Each subcommand is a thin layer over the package's Python API; heavy imports happen inside the
 subcommand so `latentmusic --help` answers at once.
@@ -121,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_render_arguments(render)
     render.set_defaults(func=_render_corpus)
 
+    from .evaluation.cli import add_evaluate_arguments, run_evaluate
 
+    evaluate = commands.add_parser("evaluate", help="Fréchet distance, tempo/key accuracy and CLAP score of clips")
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(func=run_evaluate)
     return parser
 
 

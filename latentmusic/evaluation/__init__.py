@@ -1,0 +1,63 @@
+"""Evaluation: reconstruction metrics, Fréchet audio distance, attribute accuracy and CLAP score.
+
+See ``docs/evaluation.md`` for what each metric measures and how to run ``latentmusic evaluate``.
+"""
+
+from .attributes import (
+    KeyEstimate,
+    PitchRange,
+    attribute_accuracy,
+    estimate_key,
+    estimate_note_density,
+    estimate_pitch_range,
+    estimate_tempo,
+    key_relation,
+    parse_key,
+    tempo_match,
+)
+from .clap import clap_score, clap_similarities
+from .cli import evaluate
+from .continuity import seam_flux, spectral_flux
+from .frechet import (
+    AudioEmbedding,
+    ClapEmbedding,
+    EmbeddingStatistics,
+    EncodecEmbedding,
+    MusicFeatureEmbedding,
+    compute_statistics,
+    frechet_audio_distance,
+    frechet_distance,
+    make_embedding,
+)
+from .reconstruction import mel_distance, mrstft_distance, reconstruction_metrics, si_sdr
+
+__all__ = [
+    "AudioEmbedding",
+    "ClapEmbedding",
+    "EmbeddingStatistics",
+    "EncodecEmbedding",
+    "KeyEstimate",
+    "MusicFeatureEmbedding",
+    "PitchRange",
+    "attribute_accuracy",
+    "clap_score",
+    "clap_similarities",
+    "compute_statistics",
+    "estimate_key",
+    "estimate_note_density",
+    "estimate_pitch_range",
+    "estimate_tempo",
+    "evaluate",
+    "frechet_audio_distance",
+    "frechet_distance",
+    "key_relation",
+    "make_embedding",
+    "mel_distance",
+    "mrstft_distance",
+    "parse_key",
+    "reconstruction_metrics",
+    "seam_flux",
+    "si_sdr",
+    "spectral_flux",
+    "tempo_match",
+]
