@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+from latentmusic.data import AudioCaptionDataset
+from latentmusic.evaluation.reconstruction import mrstft_distance
 from latentmusic.models import AudioAutoencoder, vae_utils
 from latentmusic.training.autoencoder import AutoencoderTrainingConfig, train_autoencoder
 from latentmusic.training.config import load_config
@@ -85,3 +87,43 @@ def test_a_killed_run_resumes_with_the_same_next_losses(corpus_dir, tmp_path):
     assert sorted(resumed) == list(range(1, 25))
     for step in range(11, 25):
         assert resumed[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6), step
+
+
+@pytest.mark.slow
+def test_rvq_codec_keeps_its_codes_alive_and_improves_with_more_codebooks(corpus_dir, tmp_path):
+    """The token branch's codec, trained by the same recipe: dead-code expiry keeps the codebooks in use and
+    quantizer dropout makes every prefix of the codebooks a usable (coarser) code."""
+    output = tmp_path / "codec"
+    config = load_config(
+        AutoencoderTrainingConfig,
+        "recipes/configs/autoencoder/tiny-rvq.yaml",
+        [
+            f"data.root={corpus_dir}",
+            f"run.output_dir={output}",
+            "run.progress_bar=false",
+            "run.report_to=none",
+            "data.segment_seconds=0.25",
+            "run.max_steps=300",
+            "optim.discriminator_start=1000",
+            "run.eval_every=150",
+            "run.sample_every=0",
+            "run.checkpoint_every=0",
+        ],
+    )
+    codec = AudioAutoencoder.from_pretrained(train_autoencoder(config)).eval()
+    logged = losses(output)
+    assert any("loss/commitment" in row for row in logged)
+    assert any("codebook/perplexity_q0" in row for row in logged)
+
+    # the quantizers' running usage at the end of training: >= 90 % of every codebook's codes in use
+    usage = codec.codebook_usage()
+    assert usage.dead_fraction.max() <= 0.1, usage
+    clips = AudioCaptionDataset(corpus_dir, sample_rate=16000, segment_seconds=1.0, split="valid", random_crop=False)
+    audio = torch.stack([clips[i]["audio"] for i in range(len(clips))])
+    with torch.no_grad():
+        codes = codec.encode_codes(audio)
+        errors = []
+        for k in range(1, codec.config.num_quantizers + 1):
+            decoded = codec.decode_codes(codes[:, :k])[..., : audio.shape[-1]]
+            errors.append(mrstft_distance(audio, decoded))
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors

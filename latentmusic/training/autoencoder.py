@@ -8,7 +8,6 @@ scaling (unit variance on training audio) in its config.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,8 +98,10 @@ def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
     batches = StepBatches(train_set, config.data.batch_size, run_cfg.seed, config.data.num_workers, collate)
     batches = batches.from_step(start)
     noise = torch.Generator(device=accelerator.device)
-    if start == 0 and accelerator.is_main_process:
-        run.log(evaluate(accelerator.unwrap_model(model), valid_audio, sample_rate))  # the untrained baseline
+    quantized = is_rvq(model)
+    # the untrained baseline (not for RVQ: its first encode would initialise the codebooks on validation audio)
+    if start == 0 and accelerator.is_main_process and not quantized:
+        run.log(evaluate(accelerator.unwrap_model(model), valid_audio, sample_rate))
     run.start_progress()
     model.train()
     while not run.done:
@@ -112,6 +113,9 @@ def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
         real = discriminator(audio) if adversarial else None
         fake = discriminator(reconstruction) if adversarial else None
         terms = loss_fn(audio, reconstruction, posterior, real, fake)
+        if quantized:  # already weighted by the codec's commitment_weight
+            terms["commitment"] = posterior.commitment_loss
+            terms["total"] = terms["total"] + posterior.commitment_loss
         opt_g.zero_grad(set_to_none=True)
         accelerator.backward(terms["total"])
         if optim.grad_clip > 0:
@@ -119,6 +123,8 @@ def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
         opt_g.step()
         sched_g.step()
         logs = {f"loss/{name}": value.item() for name, value in terms.items()}
+        if quantized:  # running codebook usage (EMA counts, cheap): perplexity, dead codes
+            logs.update(accelerator.unwrap_model(model).codebook_usage().as_logs("codebook"))
 
         if adversarial:
             d_loss = hinge_discriminator_loss(discriminator(audio), discriminator(reconstruction.detach()))
@@ -136,10 +142,13 @@ def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
         if run.due(run_cfg.sample_every) and accelerator.is_main_process and len(valid_audio):
             log_reconstructions(accelerator, accelerator.unwrap_model(model), valid_audio, run.step, output_dir)
 
-    final = ema_copy(accelerator.unwrap_model(model), ema)
+    # RVQ codebooks are buffers the EMA does not average: an EMA encoder would not match them, so a codec
+    # ships its live weights
+    live = accelerator.unwrap_model(model)
+    final = fresh_copy(live).eval() if quantized else ema_copy(live, ema)
     folder = output_dir / "autoencoder"
     if accelerator.is_main_process:
-        if isinstance(final, AudioAutoencoder):
+        if isinstance(final, AudioAutoencoder) and not quantized:
             scaling_batches = (train_set[i]["audio"].unsqueeze(0) for i in range(min(len(train_set), 32)))
             compute_latent_statistics(final, scaling_batches)
         final.save_pretrained(folder)
@@ -147,9 +156,22 @@ def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
     return folder
 
 
+def is_rvq(model) -> bool:
+    """Whether `model` is a residual-VQ codec (the token-LM branch's tokenizer)."""
+    return isinstance(model, AudioAutoencoder) and model.config.bottleneck == "rvq"
+
+
+def fresh_copy(model):
+    """A copy of `model` rebuilt from its config (deepcopy fails on modules with old-style weight norm, such as
+    diffusers' `AutoencoderOobleck`)."""
+    copied = type(model).from_config(model.config)
+    copied.load_state_dict(model.state_dict())
+    return copied.to(model.device)
+
+
 def ema_copy(model, ema: EMAModel):
     """A copy of `model` holding the EMA weights, in eval mode."""
-    final = copy.deepcopy(model)
+    final = fresh_copy(model)
     ema.copy_to(final.parameters())
     return final.eval()
 
@@ -163,8 +185,11 @@ def evaluate(model, valid_audio: torch.Tensor, sample_rate: int) -> dict[str, fl
     model.eval()
     audio = valid_audio.to(model.device)
     reconstruction, _ = vae_utils.reconstruct(model, audio)
+    metrics = reconstruction_metrics(audio, reconstruction, sample_rate)
+    if is_rvq(model):  # how the held-out clips use the codebooks
+        metrics.update(model.codebook_usage(model.encode_codes(audio)).as_logs("codebook"))
     model.train(was_training)
-    return {f"valid/{k}": v for k, v in reconstruction_metrics(audio, reconstruction, sample_rate).items()}
+    return {f"valid/{k}": v for k, v in metrics.items()}
 
 
 @torch.no_grad()
