@@ -3,8 +3,9 @@
 Each `--model NAME=FOLDER` is a folder written by `recipes/train_autoencoder.py` (an `AudioAutoencoder` or
 diffusers' `AutoencoderOobleck`). On the first `--clip-seconds` of every test-split rendition (posterior mode,
 no chunking) it reports SI-SDR, multi-resolution STFT distance and mel distance (as DAC reports them), and the
-speed of encoding and decoding a `--speed-seconds` clip in × real time (best of `--repeats`, the models timed
-alternately so load on the machine hits them alike).
+speed of encoding and decoding a `--speed-seconds` clip in × real time, and the wall time of one training step of
+the recipe (best of `--repeats`, the models timed alternately so load on the machine hits them alike): a step
+budget times `train_step_s` is the budget in CPU time.
 
     python benchmarks/autoencoder.py --data data/bench24k \
         --model latentmusic=outputs/bench-ae-small/autoencoder \
@@ -29,6 +30,7 @@ from _report import print_table, write_json  # noqa: E402
 from latentmusic.data import AudioCaptionDataset  # noqa: E402
 from latentmusic.evaluation.reconstruction import reconstruction_metrics  # noqa: E402
 from latentmusic.models import vae_utils  # noqa: E402
+from latentmusic.training.losses import AutoencoderLoss, AutoencoderLossWeights  # noqa: E402
 
 
 def test_clips(root: str, sample_rate: int, channels: int, seconds: float, split: str, limit: int) -> torch.Tensor:
@@ -73,6 +75,28 @@ def speed(vaes: dict, seconds: float, repeats: int) -> dict[str, dict[str, float
     return {name: {f"{k}_x_realtime": seconds / min(v) for k, v in t.items()} for name, t in times.items()}
 
 
+def train_step_seconds(vaes: dict, batch_size: int, seconds: float, repeats: int) -> dict[str, float]:
+    """Wall time of one generator training step of the autoencoder recipe (posterior sample, decode, the
+    recipe's reconstruction losses, backward) on a `(batch_size, channels, seconds)` batch; best of `repeats`,
+    models interleaved. Multiply by a step budget to compare budgets in CPU time."""
+    times: dict[str, list[float]] = {name: [] for name in vaes}
+    for attempt in range(repeats + 1):  # the first round warms up
+        for name, vae in vaes.items():
+            rate = vae_utils.vae_sample_rate(vae)
+            loss_fn = AutoencoderLoss(rate, AutoencoderLossWeights())
+            audio = torch.randn(batch_size, vae_utils.vae_audio_channels(vae), int(seconds * rate)) * 0.1
+            vae.train()
+            start = time.perf_counter()
+            reconstruction, posterior = vae_utils.reconstruct(vae, audio, torch.Generator().manual_seed(0))
+            loss_fn(audio, reconstruction, posterior, None, None)["total"].backward()
+            elapsed = time.perf_counter() - start
+            vae.zero_grad(set_to_none=True)
+            vae.eval()
+            if attempt:
+                times[name].append(elapsed)
+    return {name: min(t) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, metavar="NAME=FOLDER", help="a trained model")
@@ -83,6 +107,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--speed-seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-batch", type=int, default=8, help="batch of the training-step timing")
+    parser.add_argument("--train-seconds", type=float, default=1.0, help="clip length of the training-step timing")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared machine)")
     parser.add_argument("--out", default="benchmarks/results/autoencoder.json")
     args = parser.parse_args()
@@ -110,6 +136,8 @@ def main() -> None:
         )
     for row, timing in zip(rows, speed(vaes, args.speed_seconds, args.repeats).values()):
         row.update(timing)
+    for row, step in zip(rows, train_step_seconds(vaes, args.train_batch, args.train_seconds, args.repeats).values()):
+        row["train_step_s"] = step
     print_table(rows)
     write_json(args.out, "autoencoder", rows, data=args.data, split=args.split, clip_seconds=args.clip_seconds)
 

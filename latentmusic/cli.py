@@ -61,6 +61,9 @@ def _task_arguments(args: argparse.Namespace, load_audio) -> dict:
     if not args.story and not args.prompt:
         raise ValueError("say what to generate: a prompt, or --story 'prompt A:8' 'prompt B:8'")
     task: dict = {"story": args.story} if args.story else {}
+    if args.melody is not None:
+        melody, melody_rate = load_audio(args.melody)
+        task.update(melody=melody, melody_sample_rate=melody_rate)
     if args.audio is None:
         if edits:
             raise ValueError(f"{', '.join(edits)} act on input audio; pass it with --audio FILE")
@@ -110,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--inpaint", action="append", metavar="START:END", help="regenerate these seconds of --audio (repeatable)"
     )
     gen.add_argument("--strength", type=float, help="remix --audio: 0 keeps it, 1 ignores it")
+    gen.add_argument("--melody", help="a recording whose tune to follow (models trained with melodies)")
     gen.add_argument(
         "--story", nargs="+", metavar="PROMPT:SECONDS", help="one piece in sections, e.g. 'calm organ:8' 'fast reel:8'"
     )

@@ -76,3 +76,18 @@ def test_task_options_are_checked(pipeline_dir, tmp_path, capsys, extra, message
     extra = [str(tmp_path / "prefix.wav") if e == "PREFIX" else e for e in extra]
     assert generate(pipeline_dir, tmp_path / "x.wav", *extra) == 2
     assert message in capsys.readouterr().err
+
+
+def test_melody_option_reaches_the_pipeline(tmp_path, capsys):
+    folder = tmp_path / "melody-pipe"
+    make_tiny_pipe(extra_in_channels=12).save_pretrained(folder)
+    assert generate(folder, tmp_path / "ref.wav", "--seed", "0") == 0
+    assert generate(folder, tmp_path / "m.wav", "--melody", str(tmp_path / "ref.wav")) == 0
+    assert generate(make_tiny_pipe_dir(tmp_path), tmp_path / "x.wav", "--melody", str(tmp_path / "ref.wav")) == 2
+    assert "not trained with melodies" in capsys.readouterr().err
+
+
+def make_tiny_pipe_dir(tmp_path):
+    folder = tmp_path / "plain-pipe"
+    make_tiny_pipe().save_pretrained(folder)
+    return folder

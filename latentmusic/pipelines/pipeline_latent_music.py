@@ -15,6 +15,7 @@ from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..audio import crop_or_pad
+from ..melody import PITCH_CLASSES, melody_chroma
 from ..models import AudioAutoencoder, vae_utils
 from .common import (
     PromptEmbeddings,
@@ -224,7 +225,25 @@ class LatentMusicPipeline(DiffusionPipeline):
     @property
     def trained_with_masks(self) -> bool:
         """Whether the U-Net takes JEN-1's mask and masked-latent channels (trained with `masking` on)."""
-        return self.unet.config.extra_in_channels == vae_utils.vae_latent_channels(self.vae) + 1
+        return self._extra_channel_layout()[0]
+
+    @property
+    def trained_with_melody(self) -> bool:
+        """Whether the U-Net takes a melody chromagram (12 channels; trained with `melody.enabled`)."""
+        return self._extra_channel_layout()[1]
+
+    def _extra_channel_layout(self) -> tuple[bool, bool]:
+        """The U-Net's extra input channels are `[mask, masked latents]` (1 + latent channels) when trained with
+        masks, then 12 chroma channels when trained with melodies."""
+        extra, latent = self.unet.config.extra_in_channels, vae_utils.vae_latent_channels(self.vae)
+        layouts = {0: (False, False), latent + 1: (True, False), PITCH_CLASSES: (False, True)}
+        layouts[latent + 1 + PITCH_CLASSES] = (True, True)
+        if extra not in layouts or latent + 1 == PITCH_CLASSES:
+            raise ValueError(
+                f"the U-Net takes {extra} extra input channels; this pipeline feeds 0, {latent + 1} (mask + masked "
+                f"latents), {PITCH_CLASSES} (melody) or both ({latent + 1 + PITCH_CLASSES})"
+            )
+        return layouts[extra]
 
     def encode_audio(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Scaled latents (posterior mode) of `(batch, channels, samples)` audio, `num_frames` long (zero-padded)."""
@@ -283,25 +302,31 @@ class LatentMusicPipeline(DiffusionPipeline):
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         step_offset: int = 0,
+        melody: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the scheduler over `timesteps` from `latents`.
 
         Where `keep` (`(1 or batch, 1, frames)`, in [0, 1]) is positive, the latents are pulled towards
         `known` noised to the next step's level with `noise` (RePaint-style replacement; exactly `known`
         after the last step), so kept regions come out as the known latents. A U-Net trained with masks also
-        sees the mask and the masked known latents as extra input channels.
+        sees the mask and the masked known latents as extra input channels, and one trained with melodies the
+        `(1, 12, frames)` chromagram `melody` (zeros without one).
         """
         copies = 2 if self.do_classifier_free_guidance else 1
         prompt_embeds = text.hidden_states.to(self.unet.dtype)
         total = latents.shape[0]
         seconds_total = torch.full((total * copies,), float(seconds), device=latents.device)
-        conditioning = None
+        parts = []
         if self.trained_with_masks:
             mask = (
                 torch.zeros_like(latents[:, :1]) if keep is None else (keep > 0).to(latents.dtype).expand(total, 1, -1)
             )
-            masked = torch.zeros_like(latents) if known is None else known * mask
-            conditioning = torch.cat([torch.cat([mask, masked], dim=1)] * copies)
+            parts += [mask, torch.zeros_like(latents) if known is None else known * mask]
+        if self.trained_with_melody:
+            frames = latents.shape[-1]
+            chroma = latents.new_zeros(1, PITCH_CLASSES, frames) if melody is None else melody.to(latents)
+            parts.append(chroma.expand(total, -1, -1))
+        conditioning = torch.cat([torch.cat(parts, dim=1)] * copies) if parts else None
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 continue
@@ -362,6 +387,8 @@ class LatentMusicPipeline(DiffusionPipeline):
         mask: Any = None,
         story: list | None = None,
         window_overlap_in_s: float | None = None,
+        melody: torch.Tensor | np.ndarray | None = None,
+        melody_sample_rate: int | None = None,
     ) -> AudioPipelineOutput | tuple:
         r"""Generate music from text; continue, inpaint or remix audio; make long pieces and stories.
 
@@ -407,6 +434,10 @@ class LatentMusicPipeline(DiffusionPipeline):
                 continuous piece whose sections follow their prompts (MusicLM's story mode); replaces `prompt`.
             window_overlap_in_s (`float`, *optional*): Context carried from one window to the next in long-form
                 and story generation (default: a quarter of the window).
+            melody (`torch.Tensor` or `np.ndarray`, *optional*): A reference recording whose tune to follow
+                (MusicGen-style: its dominant pitch class per frame, stretched over the output's length). Needs
+                a U-Net trained with melodies (`trained_with_melody`).
+            melody_sample_rate (`int`, *optional*): The reference's sample rate if not the model's.
 
         Returns:
             `AudioPipelineOutput` whose `audios` has shape `(batch, channels, samples)`, or a tuple
@@ -502,6 +533,14 @@ class LatentMusicPipeline(DiffusionPipeline):
                 )
         dtype = texts[0].hidden_states.dtype
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        chroma = None
+        if melody is not None:
+            if not self.trained_with_melody:
+                raise ValueError(
+                    "this U-Net was not trained with melodies (it has no chroma input channels); "
+                    "train one with melody.enabled=true"
+                )
+            chroma = melody_chroma(melody, melody_sample_rate or self.sample_rate, num_frames)[None].to(device, dtype)
 
         # 4. Long-form and story mode: window by window
         window = self.latent_length(self.max_audio_length_in_s) if self.max_audio_length_in_s else num_frames
@@ -521,6 +560,7 @@ class LatentMusicPipeline(DiffusionPipeline):
                 keep,
                 callback_on_step_end,
                 callback_on_step_end_tensor_inputs,
+                chroma,
             )
         else:
             # 5. One window: text-to-music, continuation, inpainting or audio-to-audio
@@ -546,6 +586,7 @@ class LatentMusicPipeline(DiffusionPipeline):
                     noise,
                     callback_on_step_end,
                     callback_on_step_end_tensor_inputs,
+                    melody=chroma,
                 )
 
         # 6. Decode and post-process
@@ -582,6 +623,7 @@ class LatentMusicPipeline(DiffusionPipeline):
         keep: torch.Tensor | None,
         callback_on_step_end: Callable | None,
         callback_on_step_end_tensor_inputs: list[str],
+        melody: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Long-form and story generation: windows of at most `window` frames, each continuing the last
         `overlap` frames before it, which fade out (a latent crossfade). Memory is bounded by the window."""
@@ -623,6 +665,7 @@ class LatentMusicPipeline(DiffusionPipeline):
                     callback_on_step_end,
                     callback_on_step_end_tensor_inputs,
                     step_offset=index * self._num_timesteps,
+                    melody=None if melody is None else melody[..., w.start : w.start + w.frames],
                 )
                 result[..., w.start : w.start + w.frames] = latents
         return result

@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, T5Config, T5Encod
 
 from ..audio import load_audio
 from ..data.dataset import LatentDataset, collate, read_metadata, write_latent_cache
+from ..melody import PITCH_CLASSES, melody_chroma
 from ..models import UNet1DConditionModel, vae_utils
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_latent_music import LatentMusicPipeline
@@ -77,6 +78,16 @@ class MaskingConfig:
 
 
 @dataclass
+class MelodyConfig:
+    """MusicGen-style melody conditioning: the dominant pitch class per latent frame of each training clip (12
+    extra U-Net input channels, stored with the latents in the cache), dropped for some examples so the model
+    also works without a melody."""
+
+    enabled: bool = False
+    dropout: float = 0.5  # probability of training an example without its melody
+
+
+@dataclass
 class SampleConfig:
     prompts: list[str] = field(default_factory=lambda: ["a Bach chorale played by a string ensemble"])
     seconds: float = 4.0
@@ -94,6 +105,7 @@ class DiffusionTrainingConfig:
     )  # UNet1DConditionModel arguments (in_channels etc. are filled in)
     diffusion: DiffusionObjectiveConfig = field(default_factory=DiffusionObjectiveConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    melody: MelodyConfig = field(default_factory=MelodyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/diffusion"))
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -125,11 +137,12 @@ def build_text_encoder(config: TextEncoderConfig | DictConfig, captions: list[st
     return tokenizer, T5EncoderModel(t5)
 
 
-def encode_latent_cache(vae, root: str | Path, cache: str | Path, progress: bool = True) -> Path:
+def encode_latent_cache(vae, root: str | Path, cache: str | Path, progress: bool = True, melody: bool = False) -> Path:
     """Encode every clip of an audio folder with the autoencoder (posterior mode) into a latent cache.
 
     Clips already in the cache are skipped, so an interrupted encoding resumes and a second run with the
-    same autoencoder reuses the cache.
+    same autoencoder reuses the cache. With `melody`, each clip's melody chromagram (12 channels, one-hot
+    dominant pitch class per latent frame) is stored after its latent channels.
     """
     sample_rate, channels = vae_utils.vae_sample_rate(vae), vae_utils.vae_audio_channels(vae)
     records = read_metadata(root)
@@ -138,7 +151,10 @@ def encode_latent_cache(vae, root: str | Path, cache: str | Path, progress: bool
         def encode() -> torch.Tensor:
             audio, _ = load_audio(path, sample_rate=sample_rate, channels=channels)
             with torch.no_grad():
-                return vae.encode(audio.unsqueeze(0).to(vae.device, vae.dtype)).latent_dist.mode()[0].float().cpu()
+                latents = vae.encode(audio.unsqueeze(0).to(vae.device, vae.dtype)).latent_dist.mode()[0].float().cpu()
+            if melody:
+                latents = torch.cat([latents, melody_chroma(audio, sample_rate, latents.shape[-1])])
+            return latents
 
         return encode
 
@@ -171,13 +187,16 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
 
     # Frozen autoencoder and the latent cache
     vae = vae_utils.load_vae(config.vae).to(accelerator.device).eval().requires_grad_(False)
-    cache = Path(config.data.latent_cache or output_dir / "latents")
+    with_melody = bool(config.melody.enabled)
+    cache = Path(config.data.latent_cache or output_dir / ("latents-melody" if with_melody else "latents"))
     with accelerator.main_process_first():
         if accelerator.is_main_process:
-            encode_latent_cache(vae, config.data.root, cache, progress=run_cfg.progress_bar)
+            encode_latent_cache(vae, config.data.root, cache, progress=run_cfg.progress_bar, melody=with_melody)
     latent_rate = vae_utils.vae_sample_rate(vae) / vae_utils.vae_hop_length(vae)
     segment_frames = max(1, round(config.data.segment_seconds * latent_rate))
-    common = dict(segment_frames=segment_frames, channels=vae_utils.vae_latent_channels(vae), seed=run_cfg.seed)
+    latent_channels = vae_utils.vae_latent_channels(vae)
+    cached_channels = latent_channels + (PITCH_CLASSES if with_melody else 0)
+    common = dict(segment_frames=segment_frames, channels=cached_channels, seed=run_cfg.seed)
     train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
     valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
@@ -198,9 +217,9 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
             if hasattr(text_encoder.config, "hidden_size")
             else text_encoder.config.d_model,
             "use_timing_conditioning": True,
-            "extra_in_channels": vae_utils.vae_latent_channels(vae) + 1
-            if MaskingConfig.enabled(config.masking)
-            else 0,
+            # the pipeline's layout: [mask, masked latents] with masking, then the melody chromagram
+            "extra_in_channels": (latent_channels + 1 if MaskingConfig.enabled(config.masking) else 0)
+            + (PITCH_CLASSES if with_melody else 0),
             "max_seconds": config.data.segment_seconds,
         }
     )
@@ -229,23 +248,27 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     def denoise_loss(
         batch: dict[str, Any], generator: torch.Generator, captions: list[str], tasks: bool = True
     ) -> torch.Tensor:
-        """The training loss; with `tasks=False` every example is plain generation (nothing kept)."""
-        latents = vae_utils.scale_latents(vae, batch["latents"].to(accelerator.device))
+        """The training loss; with `tasks=False` every example is plain generation (nothing kept, no melody)."""
+        cached = batch["latents"].to(accelerator.device)
+        latents = vae_utils.scale_latents(vae, cached[:, :latent_channels])
         text = encode_text(tokenizer, text_encoder, captions, accelerator.device, config.text_encoder.max_length)
         noised = noise_batch(train_scheduler, latents, generator, config.diffusion.snr_gamma or None)
         lengths = batch["padding_mask"].sum(-1)
         seconds_total = lengths.to(accelerator.device) / latent_rate
         loss_mask = batch["padding_mask"].to(accelerator.device)[:, None]
         model_input = noised.noisy
+        draws = torch.Generator().manual_seed(
+            int(torch.randint(2**31, (1,), generator=generator, device=generator.device))
+        )
         if MaskingConfig.enabled(config.masking):
-            draws = torch.Generator().manual_seed(
-                int(torch.randint(2**31, (1,), generator=generator, device=generator.device))
-            )
             probabilities = (config.masking.generation, config.masking.continuation, config.masking.inpainting)
             keep = sample_keep_masks(lengths, latents.shape[-1], probabilities, draws).to(latents)
             keep = keep if tasks else torch.zeros_like(keep)
             model_input = torch.cat([noised.noisy, keep, latents * keep], dim=1)
             loss_mask = loss_mask * (1 - keep)  # learn what is generated; kept frames are given
+        if with_melody:  # dropped for some examples (and in validation, which measures the text's effect)
+            kept = (torch.rand(len(cached), 1, 1, generator=draws) >= config.melody.dropout).to(latents)
+            model_input = torch.cat([model_input, cached[:, latent_channels:] * (kept if tasks else 0)], dim=1)
         prediction = unet(
             model_input,
             noised.timesteps,
