@@ -232,3 +232,66 @@ def encode_prompt_batch(
         texts = texts * batch_size if len(texts) == 1 else texts
         negative = encode_text(tokenizer, text_encoder, texts, device, positive.hidden_states.shape[1])
     return concat_embeddings(negative.repeat(num_waveforms_per_prompt), positive)
+
+
+class TextToMusicMixin:
+    """What both pipelines share beyond the helpers above: the diffusers call-state properties and prompt
+    encoding through their `tokenizer` and `text_encoder` components."""
+
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        """Denoising steps (diffusion) or sequence steps (token LM) of the current call."""
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    @torch.no_grad()
+    def encode_prompt(
+        self,
+        prompt: list[str] | None,
+        device: torch.device,
+        num_waveforms_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        negative_prompt: list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
+    ) -> PromptEmbeddings:
+        """Encode prompts, and for guidance the negative prompts, into one batch `[negative, positive]`
+        (`encode_prompt_batch` with the pipeline's tokenizer and text encoder).
+
+        Args:
+            prompt: The prompts (or `None` with `prompt_embeds`).
+            device: Where the embeddings go.
+            num_waveforms_per_prompt: Clips per prompt.
+            do_classifier_free_guidance: Also encode the unconditional half (the empty text by default).
+            negative_prompt: One negative prompt, or one per prompt.
+            prompt_embeds: Precomputed hidden states instead of `prompt`.
+            negative_prompt_embeds: Precomputed negative hidden states.
+            attention_mask: Mask of `prompt_embeds` (1 = token, 0 = padding).
+            negative_attention_mask: Mask of `negative_prompt_embeds`.
+        """
+        return encode_prompt_batch(
+            self.tokenizer,
+            self.text_encoder,
+            prompt,
+            device,
+            num_waveforms_per_prompt,
+            do_classifier_free_guidance,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
+            attention_mask,
+            negative_attention_mask,
+        )

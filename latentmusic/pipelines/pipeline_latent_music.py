@@ -19,12 +19,12 @@ from ..melody import PITCH_CLASSES, melody_chroma
 from ..models import AudioAutoencoder, vae_utils
 from .common import (
     PromptEmbeddings,
+    TextToMusicMixin,
     as_prompt_list,
     check_callback_tensor_inputs,
     check_output_type,
     check_positive_int,
     check_prompt_inputs,
-    encode_prompt_batch,
     frames_for_samples,
     postprocess_audio,
     samples_for_seconds,
@@ -62,7 +62,7 @@ EXAMPLE = """
 """
 
 
-class LatentMusicPipeline(DiffusionPipeline):
+class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
     """Text-to-music generation by latent diffusion.
 
     Components:
@@ -94,22 +94,6 @@ class LatentMusicPipeline(DiffusionPipeline):
     def max_audio_length_in_s(self) -> float | None:
         """Longest clip the U-Net was built for (its timing conditioning range); `None` if unbounded."""
         return self.unet.config.max_seconds if self.unet.config.use_timing_conditioning else None
-
-    @property
-    def guidance_scale(self) -> float:
-        return self._guidance_scale
-
-    @property
-    def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1.0
-
-    @property
-    def num_timesteps(self) -> int:
-        return self._num_timesteps
-
-    @property
-    def interrupt(self) -> bool:
-        return self._interrupt
 
     # -- steps of __call__ ------------------------------------------------------------------------------
 
@@ -159,35 +143,6 @@ class LatentMusicPipeline(DiffusionPipeline):
         """Latent frames the U-Net denoises for a clip of `audio_length_in_s` seconds."""
         samples = samples_for_seconds(audio_length_in_s, self.sample_rate)
         return frames_for_samples(samples, vae_utils.vae_hop_length(self.vae))
-
-    @torch.no_grad()
-    def encode_prompt(
-        self,
-        prompt: list[str] | None,
-        device: torch.device,
-        num_waveforms_per_prompt: int = 1,
-        do_classifier_free_guidance: bool = True,
-        negative_prompt: list[str] | None = None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        negative_attention_mask: torch.Tensor | None = None,
-    ) -> PromptEmbeddings:
-        """Encode prompts, and for guidance the negative prompts, into one batch `[negative, positive]`
-        (see `latentmusic.pipelines.common.encode_prompt_batch`, shared with `TokenMusicPipeline`)."""
-        return encode_prompt_batch(
-            self.tokenizer,
-            self.text_encoder,
-            prompt,
-            device,
-            num_waveforms_per_prompt,
-            do_classifier_free_guidance,
-            negative_prompt,
-            prompt_embeds,
-            negative_prompt_embeds,
-            attention_mask,
-            negative_attention_mask,
-        )
 
     def prepare_latents(
         self,

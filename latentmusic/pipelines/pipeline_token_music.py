@@ -12,13 +12,12 @@ from diffusers.utils import logging
 
 from ..models.token_lm import check_sampling_args
 from .common import (
-    PromptEmbeddings,
+    TextToMusicMixin,
     as_prompt_list,
     check_callback_tensor_inputs,
     check_output_type,
     check_positive_int,
     check_prompt_inputs,
-    encode_prompt_batch,
     frames_for_samples,
     postprocess_audio,
     samples_for_seconds,
@@ -40,7 +39,7 @@ EXAMPLE = """
 """
 
 
-class TokenMusicPipeline(DiffusionPipeline):
+class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
     """Text-to-music generation by a token LM over the codes of a residual-VQ codec (MusicGen-style).
 
     Components:
@@ -70,23 +69,6 @@ class TokenMusicPipeline(DiffusionPipeline):
     def frame_rate(self) -> float:
         """Codec frames (LM steps of the `parallel` pattern) per second."""
         return self.codec.latent_rate
-
-    @property
-    def guidance_scale(self) -> float:
-        return self._guidance_scale
-
-    @property
-    def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1.0
-
-    @property
-    def num_timesteps(self) -> int:
-        """Sequence steps of the current call's LM sequence."""
-        return self._num_timesteps
-
-    @property
-    def interrupt(self) -> bool:
-        return self._interrupt
 
     # -- steps of __call__ ------------------------------------------------------------------------------
 
@@ -169,46 +151,6 @@ class TokenMusicPipeline(DiffusionPipeline):
             audio_length_in_s: Length of the clip in seconds.
         """
         return frames_for_samples(samples_for_seconds(audio_length_in_s, self.sample_rate), self.codec.hop_length)
-
-    @torch.no_grad()
-    def encode_prompt(
-        self,
-        prompt: list[str] | None,
-        device: torch.device,
-        num_waveforms_per_prompt: int = 1,
-        do_classifier_free_guidance: bool = True,
-        negative_prompt: list[str] | None = None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        negative_attention_mask: torch.Tensor | None = None,
-    ) -> PromptEmbeddings:
-        """Encode prompts, and for guidance the negative prompts, into one batch `[negative, positive]`.
-
-        Args:
-            prompt: The prompts (or `None` with `prompt_embeds`).
-            device: Where the embeddings go.
-            num_waveforms_per_prompt: Clips per prompt.
-            do_classifier_free_guidance: Also encode the unconditional half (the empty text by default).
-            negative_prompt: One negative prompt, or one per prompt.
-            prompt_embeds: Precomputed hidden states instead of `prompt`.
-            negative_prompt_embeds: Precomputed negative hidden states.
-            attention_mask: Mask of `prompt_embeds` (1 = token, 0 = padding).
-            negative_attention_mask: Mask of `negative_prompt_embeds`.
-        """
-        return encode_prompt_batch(
-            self.tokenizer,
-            self.text_encoder,
-            prompt,
-            device,
-            num_waveforms_per_prompt,
-            do_classifier_free_guidance,
-            negative_prompt,
-            prompt_embeds,
-            negative_prompt_embeds,
-            attention_mask,
-            negative_attention_mask,
-        )
 
     @torch.no_grad()
     def encode_audio_prompt(self, audio: torch.Tensor, batch_size: int, num_waveforms_per_prompt: int) -> torch.Tensor:
