@@ -52,3 +52,19 @@ def test_diffusion_configs_build(path):
             **OmegaConf.to_container(config.unet), in_channels=8, cross_attention_dim=config.text_encoder.d_model
         )
     assert count(unet) > 0
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "token_lm").glob("*.yaml")), ids=lambda p: p.stem)
+def test_token_lm_configs_build(path):
+    from latentmusic.models import TokenLM
+    from latentmusic.training.token_lm import TokenLMTrainingConfig
+
+    config = load_config(TokenLMTrainingConfig, path)
+    with torch.device("meta"):
+        lm = TokenLM(
+            **OmegaConf.to_container(config.lm),
+            num_codebooks=4,
+            codebook_size=64,
+            cross_attention_dim=config.text_encoder.d_model,
+        )
+    assert count(lm) > 0
