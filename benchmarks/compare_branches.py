@@ -197,6 +197,31 @@ def quality(pipe, kind: str, windows: list, args) -> dict[str, float]:
     return {"fad": fad, "tempo_accuracy": tempo["tempo_accuracy"]}
 
 
+def plot(rows: list[dict], path: str | Path) -> Path:
+    """Bars of speed, generation memory and Fréchet distance per branch, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("audio_s_per_s", "audio s per s (higher is faster)"),
+        ("generation_MiB", "generation memory (MiB)"),
+        ("fad", "Fréchet distance (lower is better)"),
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(10, 3))
+    for ax, (key, title) in zip(axes, panels):
+        ax.bar([row["branch"] for row in rows], [row[key] for row in rows], color=["tab:blue", "tab:orange"])
+        ax.set_title(title, fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    print(f"wrote {path}")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", default="outputs/compare-branches/corpus", help="rendered here if missing")
@@ -217,6 +242,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared machine)")
     parser.add_argument("--out", default="benchmarks/results/compare_branches.json")
+    parser.add_argument("--plot", default="docs/benchmarks/compare_branches.png", help="picture of the table")
     parser.add_argument("--_memory", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--_folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -251,6 +277,7 @@ def main() -> None:
         row.update(quality(pipe, kind, windows, args))
         rows.append(row)
     print_table(rows)
+    plot(rows, args.plot)
     write_json(args.out, "compare_branches", rows, pipelines={k: str(v) for k, v in folders.items()},
                corpus=str(corpus), train_steps=args.train_steps, seconds=args.seconds,
                test_windows=len(windows), threads=torch.get_num_threads())  # fmt: skip
