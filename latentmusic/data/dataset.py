@@ -675,3 +675,48 @@ def _write_text_atomic(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".tmp")
     partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
+
+
+def encode_folder(
+    root: str | os.PathLike,
+    cache: str | os.PathLike,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    sample_rate: int,
+    channels: int,
+    latent_rate: float,
+    scaling_factor: float = 1.0,
+    progress: bool = True,
+    desc: str = "encoding",
+) -> Path:
+    """Encode every clip of an audio folder into a :func:`write_latent_cache` cache.
+
+    Clips already in the cache are skipped without being read, so an interrupted encoding resumes and a second
+    run reuses the cache.
+
+    Args:
+        root: Folder with ``metadata.jsonl`` and the audio it names.
+        cache: The cache folder (created if needed).
+        encode: Maps a clip ``(channels, samples)`` at ``sample_rate`` to ``(cache channels, frames)``.
+        sample_rate: Rate the clips are loaded at.
+        channels: Channels the clips are loaded with.
+        latent_rate: Frames per second of the encodings.
+        scaling_factor: Stored with the cache for the training recipe.
+        progress: Show a progress bar.
+        desc: The progress bar's label.
+
+    Returns:
+        The cache folder.
+    """
+    from tqdm.auto import tqdm
+
+    from ..audio import load_audio
+
+    records = read_metadata(root)
+
+    def lazily(path: Path) -> Callable[[], torch.Tensor]:
+        return lambda: encode(load_audio(path, sample_rate=sample_rate, channels=channels)[0])
+
+    items = ((record, lazily(Path(root) / record["path"])) for record in records)
+    items = tqdm(items, total=len(records), desc=desc, disable=not progress)
+    write_latent_cache(cache, items, latent_rate=latent_rate, scaling_factor=scaling_factor)
+    return Path(cache)

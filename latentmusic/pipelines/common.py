@@ -136,6 +136,40 @@ def postprocess_audio(audio: torch.Tensor, output_type: str) -> torch.Tensor | n
     return audio.numpy() if output_type == "np" else audio
 
 
+def check_text_and_length(
+    prompt: list[str] | None,
+    negative_prompt: list[str] | None,
+    prompt_embeds: torch.Tensor | None,
+    negative_prompt_embeds: torch.Tensor | None,
+    guidance_scale: float,
+    cross_attention_dim: int,
+    model_name: str,
+    audio_length_in_s: float,
+) -> int:
+    """The checks every pipeline call starts with: prompts (see `check_prompt_inputs`), precomputed embeddings
+    as wide as the model cross-attends to, and a positive length. Returns the number of prompts.
+
+    Args:
+        prompt: The prompts, as a list.
+        negative_prompt: The negative prompts, as a list.
+        prompt_embeds: Precomputed hidden states.
+        negative_prompt_embeds: Precomputed negative hidden states.
+        guidance_scale: Classifier-free guidance weight.
+        cross_attention_dim: Width the denoiser or LM cross-attends to.
+        model_name: What to call that model in messages ("U-Net", "LM").
+        audio_length_in_s: The clip length asked for.
+    """
+    batch_size = check_prompt_inputs(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, guidance_scale)
+    if prompt_embeds is not None and prompt_embeds.shape[-1] != cross_attention_dim:
+        raise ValueError(
+            f"`prompt_embeds` have hidden size {prompt_embeds.shape[-1]}, but the {model_name} cross-attends to "
+            f"{cross_attention_dim}; encode them with this pipeline's `encode_prompt`"
+        )
+    if not audio_length_in_s > 0:
+        raise ValueError(f"audio_length_in_s must be positive, got {audio_length_in_s}")
+    return batch_size
+
+
 def check_positive_int(value: int, name: str) -> None:
     """Reject anything but a positive integer for the argument `name`.
 

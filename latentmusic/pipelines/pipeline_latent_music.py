@@ -24,7 +24,7 @@ from .common import (
     check_callback_tensor_inputs,
     check_output_type,
     check_positive_int,
-    check_prompt_inputs,
+    check_text_and_length,
     frames_for_samples,
     postprocess_audio,
     samples_for_seconds,
@@ -112,16 +112,16 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] | None,
     ) -> int:
         """Validate a call's arguments and return the number of prompts."""
-        batch_size = check_prompt_inputs(
-            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, guidance_scale
+        batch_size = check_text_and_length(
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
+            guidance_scale,
+            self.unet.config.cross_attention_dim,
+            "U-Net",
+            audio_length_in_s,
         )
-        if prompt_embeds is not None and prompt_embeds.shape[-1] != self.unet.config.cross_attention_dim:
-            raise ValueError(
-                f"`prompt_embeds` have hidden size {prompt_embeds.shape[-1]}, but the U-Net cross-attends to "
-                f"{self.unet.config.cross_attention_dim}; encode them with this pipeline's `encode_prompt`"
-            )
-        if not audio_length_in_s > 0:
-            raise ValueError(f"audio_length_in_s must be positive, got {audio_length_in_s}")
         check_positive_int(num_inference_steps, "num_inference_steps")
         check_positive_int(num_waveforms_per_prompt, "num_waveforms_per_prompt")
         check_output_type(output_type)

@@ -17,7 +17,7 @@ from .common import (
     check_callback_tensor_inputs,
     check_output_type,
     check_positive_int,
-    check_prompt_inputs,
+    check_text_and_length,
     frames_for_samples,
     postprocess_audio,
     samples_for_seconds,
@@ -105,16 +105,16 @@ class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             output_type: `"np"`, `"pt"` or `"latent"`.
             callback_on_step_end_tensor_inputs: Tensors for the step callback.
         """
-        batch_size = check_prompt_inputs(
-            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, guidance_scale
+        batch_size = check_text_and_length(
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
+            guidance_scale,
+            self.lm.config.cross_attention_dim,
+            "LM",
+            audio_length_in_s,
         )
-        if prompt_embeds is not None and prompt_embeds.shape[-1] != self.lm.config.cross_attention_dim:
-            raise ValueError(
-                f"`prompt_embeds` have hidden size {prompt_embeds.shape[-1]}, but the LM cross-attends to "
-                f"{self.lm.config.cross_attention_dim}; encode them with this pipeline's `encode_prompt`"
-            )
-        if not audio_length_in_s > 0:
-            raise ValueError(f"audio_length_in_s must be positive, got {audio_length_in_s}")
         if samples_for_seconds(audio_length_in_s, self.sample_rate) < 1:
             raise ValueError(
                 f"audio_length_in_s={audio_length_in_s} is less than one sample at {self.sample_rate} Hz; "

@@ -16,11 +16,9 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import EMAModel
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, T5Config, T5EncoderModel
 
-from ..audio import load_audio
-from ..data.dataset import LatentDataset, collate, read_metadata, write_latent_cache
+from ..data.dataset import LatentDataset, collate, encode_folder, read_metadata
 from ..melody import PITCH_CLASSES, melody_chroma
 from ..models import UNet1DConditionModel, vae_utils
 from ..pipelines.common import encode_text
@@ -144,29 +142,26 @@ def encode_latent_cache(vae, root: str | Path, cache: str | Path, progress: bool
     same autoencoder reuses the cache. With `melody`, each clip's melody chromagram (12 channels, one-hot
     dominant pitch class per latent frame) is stored after its latent channels.
     """
-    sample_rate, channels = vae_utils.vae_sample_rate(vae), vae_utils.vae_audio_channels(vae)
-    records = read_metadata(root)
+    sample_rate = vae_utils.vae_sample_rate(vae)
 
-    def encoder(path: Path):
-        def encode() -> torch.Tensor:
-            audio, _ = load_audio(path, sample_rate=sample_rate, channels=channels)
-            with torch.no_grad():
-                latents = vae.encode(audio.unsqueeze(0).to(vae.device, vae.dtype)).latent_dist.mode()[0].float().cpu()
-            if melody:
-                latents = torch.cat([latents, melody_chroma(audio, sample_rate, latents.shape[-1])])
-            return latents
+    def encode(audio: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            latents = vae.encode(audio.unsqueeze(0).to(vae.device, vae.dtype)).latent_dist.mode()[0].float().cpu()
+        if melody:
+            latents = torch.cat([latents, melody_chroma(audio, sample_rate, latents.shape[-1])])
+        return latents
 
-        return encode
-
-    items = ((record, encoder(Path(root) / record["path"])) for record in records)
-    items = tqdm(items, total=len(records), desc="encoding latents", disable=not progress)
-    write_latent_cache(
+    return encode_folder(
+        root,
         cache,
-        items,
+        encode,
+        sample_rate,
+        vae_utils.vae_audio_channels(vae),
         latent_rate=sample_rate / vae_utils.vae_hop_length(vae),
         scaling_factor=vae_utils.vae_scaling_factor(vae),
+        progress=progress,
+        desc="encoding latents",
     )
-    return Path(cache)
 
 
 def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:

@@ -17,10 +17,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
-from ..audio import load_audio
-from ..data.dataset import LatentDataset, collate, read_metadata, write_latent_cache
+from ..data.dataset import LatentDataset, collate, encode_folder, read_metadata
 from ..models import AudioAutoencoder
 from ..models.token_lm import TokenLM
 from ..pipelines.common import encode_text
@@ -90,20 +88,22 @@ def encode_code_cache(codec: AudioAutoencoder, root: str | Path, cache: str | Pa
     Returns:
         The cache folder.
     """
-    records = read_metadata(root)
 
-    def encoder(path: Path):
-        def encode() -> torch.Tensor:
-            audio, _ = load_audio(path, sample_rate=codec.config.sample_rate, channels=codec.config.audio_channels)
-            with torch.no_grad():
-                return codec.encode_codes(audio.unsqueeze(0).to(codec.device, codec.dtype))[0].float().cpu()
+    def encode(audio: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return codec.encode_codes(audio.unsqueeze(0).to(codec.device, codec.dtype))[0].float().cpu()
 
-        return encode
-
-    items = ((record, encoder(Path(root) / record["path"])) for record in records)
-    items = tqdm(items, total=len(records), desc="encoding codes", disable=not progress)
-    write_latent_cache(cache, items, latent_rate=codec.latent_rate)
-    return Path(cache)
+    config = codec.config
+    return encode_folder(
+        root,
+        cache,
+        encode,
+        config.sample_rate,
+        config.audio_channels,
+        codec.latent_rate,
+        progress=progress,
+        desc="encoding codes",
+    )
 
 
 def masked_lm_loss(
