@@ -10,8 +10,8 @@ from diffusers import AutoencoderOobleck, DPMSolverMultistepScheduler
 from omegaconf import OmegaConf
 
 from latentmusic import AudioAutoencoder, LatentMusicPipeline, UNet1DConditionModel
-from latentmusic.training.diffusion import TextEncoderConfig, build_text_encoder
 from latentmusic.training.objectives import make_training_scheduler
+from latentmusic.training.text_conditioning import TextEncoderConfig, build_text_encoder
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 CAPTIONS = [

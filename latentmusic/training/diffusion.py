@@ -16,9 +16,8 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import EMAModel
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoConfig, AutoModel, AutoTokenizer, T5Config, T5EncoderModel
 
-from ..data.dataset import LatentDataset, collate, encode_folder, read_metadata
+from ..data.dataset import LatentDataset, collate, encode_folder
 from ..melody import PITCH_CLASSES, melody_chroma
 from ..models import UNet1DConditionModel, vae_utils
 from ..pipelines.common import encode_text
@@ -26,7 +25,13 @@ from ..pipelines.pipeline_latent_music import LatentMusicPipeline
 from .media import log_audio_samples
 from .objectives import OBJECTIVES, make_training_scheduler, noise_batch, sample_keep_masks, weighted_mse
 from .runner import OptimConfig, Run, RunConfig, StepBatches, make_accelerator, warmup_schedule
-from .tokenizer import build_caption_tokenizer
+from .text_conditioning import (
+    TextEncoderConfig,
+    caption_gap_losses,
+    make_optimizer,
+    prepare_text_encoder,
+    text_width,
+)
 
 
 @dataclass
@@ -37,19 +42,6 @@ class DiffusionDataConfig:
     batch_size: int = 8
     caption_dropout: float = 0.1  # probability of an empty caption, for classifier-free guidance
     num_workers: int = 0
-
-
-@dataclass
-class TextEncoderConfig:
-    pretrained: str = ""  # local folder with a transformers text encoder and its tokenizer ("" = build one)
-    train: bool = False  # train the text encoder with the U-Net (needed for one built from scratch)
-    lr_scale: float = 1.0  # its learning rate relative to optim.lr
-    max_length: int = 48  # tokens per prompt (longer prompts are truncated with a warning)
-    # a T5 encoder built from scratch when `pretrained` is empty (with a tokenizer built from the captions)
-    d_model: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    d_ff: int = 256
 
 
 @dataclass
@@ -108,31 +100,6 @@ class DiffusionTrainingConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/diffusion"))
     sample: SampleConfig = field(default_factory=SampleConfig)
     valid_batches: int = 2  # validation batches (fixed crops, fixed noise) per evaluation
-
-
-def load_text_encoder(folder: str | Path):
-    """A local `transformers` text encoder and its tokenizer (T5 loads as its encoder alone)."""
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model_type = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
-    cls = T5EncoderModel if model_type in ("t5", "mt5", "umt5") else AutoModel
-    return tokenizer, cls.from_pretrained(folder, local_files_only=True)
-
-
-def build_text_encoder(config: TextEncoderConfig | DictConfig, captions: list[str]):
-    """A tokenizer built from the captions and a fresh T5 encoder sized by the config."""
-    tokenizer = build_caption_tokenizer(captions, model_max_length=config.max_length)
-    t5 = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=config.d_model,
-        d_kv=config.d_model // config.num_heads,
-        d_ff=config.d_ff,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
-    return tokenizer, T5EncoderModel(t5)
 
 
 def encode_latent_cache(vae, root: str | Path, cache: str | Path, progress: bool = True, melody: bool = False) -> Path:
@@ -195,22 +162,14 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
     valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
-    # Text encoder and tokenizer
-    if config.text_encoder.pretrained:
-        tokenizer, text_encoder = load_text_encoder(config.text_encoder.pretrained)
-    else:
-        captions = [c for record in read_metadata(config.data.root, split="train") for c in record["captions"]]
-        tokenizer, text_encoder = build_text_encoder(config.text_encoder, captions)
-    text_encoder.requires_grad_(bool(config.text_encoder.train))
+    tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
 
     # U-Net, objective, optimiser, EMA
     unet = UNet1DConditionModel(
         **{
             **OmegaConf.to_container(config.unet),
             "in_channels": vae_utils.vae_latent_channels(vae),
-            "cross_attention_dim": text_encoder.config.hidden_size
-            if hasattr(text_encoder.config, "hidden_size")
-            else text_encoder.config.d_model,
+            "cross_attention_dim": text_width(text_encoder),
             "use_timing_conditioning": True,
             # the pipeline's layout: [mask, masked latents] with masking, then the melody chromagram
             "extra_in_channels": (latent_channels + 1 if MaskingConfig.enabled(config.masking) else 0)
@@ -221,10 +180,7 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     train_scheduler = make_training_scheduler(
         config.diffusion.objective, config.diffusion.num_train_timesteps, config.diffusion.beta_schedule
     )
-    groups = [{"params": unet.parameters(), "lr": config.optim.lr}]
-    if config.text_encoder.train:
-        groups.append({"params": text_encoder.parameters(), "lr": config.optim.lr * config.text_encoder.lr_scale})
-    optimizer = torch.optim.AdamW(groups, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay)
+    optimizer = make_optimizer(unet, text_encoder, config.text_encoder, config.optim)
     lr_schedule = warmup_schedule(optimizer, config.optim.warmup_steps)
     ema = EMAModel(
         unet.parameters(), decay=config.optim.ema_decay, model_cls=UNet1DConditionModel, model_config=unet.config
@@ -291,7 +247,17 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
         logs = {"loss": loss.item(), "lr": lr_schedule.get_last_lr()[0]}
         if run.evaluating:
             unet.eval()
-            logs.update(validation_losses(denoise_loss, valid_set, config))
+            # generation only (nothing kept, no melody), the same noise for right and shuffled captions
+            logs.update(
+                caption_gap_losses(
+                    lambda batch, captions, i: denoise_loss(
+                        batch, torch.Generator().manual_seed(run_cfg.seed + i), captions, tasks=False
+                    ),
+                    valid_set,
+                    config.data.batch_size,
+                    config.valid_batches,
+                )
+            )
             unet.train()
         run.end_step(logs)
         if run.due(run_cfg.sample_every) and accelerator.is_main_process:
@@ -304,30 +270,6 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
         pipe.save_pretrained(folder)
     run.finish()
     return folder
-
-
-@torch.no_grad()
-def validation_losses(denoise_loss, valid_set: LatentDataset, config) -> dict[str, float]:
-    """Held-out generation loss (nothing kept, even for a model trained with masks) with fixed crops and noise,
-    with the right captions and with captions shuffled.
-
-    The gap between the two is how much the model uses the text.
-    """
-    if len(valid_set) == 0:
-        return {}
-    loader = torch.utils.data.DataLoader(
-        valid_set, batch_size=config.data.batch_size, shuffle=False, collate_fn=collate
-    )
-    right, shuffled = [], []
-    for i, batch in enumerate(loader):
-        if i >= config.valid_batches:
-            break
-        captions = batch["caption"]
-        rolled = captions[1:] + captions[:1]
-        seed = config.run.seed + i
-        right.append(denoise_loss(batch, torch.Generator().manual_seed(seed), captions, tasks=False).item())
-        shuffled.append(denoise_loss(batch, torch.Generator().manual_seed(seed), rolled, tasks=False).item())
-    return {"valid_loss": sum(right) / len(right), "valid_loss_shuffled_captions": sum(shuffled) / len(shuffled)}
 
 
 def make_pipeline(vae, text_encoder, tokenizer, unet, ema: EMAModel, train_scheduler) -> LatentMusicPipeline:

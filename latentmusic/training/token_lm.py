@@ -9,7 +9,6 @@ the final pipeline uses the trained weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,14 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from ..data.dataset import LatentDataset, collate, encode_folder, read_metadata
+from ..data.dataset import LatentDataset, collate, encode_folder
 from ..models import AudioAutoencoder
 from ..models.token_lm import TokenLM
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_token_music import TokenMusicPipeline
-from .diffusion import TextEncoderConfig, build_text_encoder, load_text_encoder
 from .media import log_audio_samples
 from .runner import OptimConfig, Run, RunConfig, StepBatches, make_accelerator, warmup_schedule
+from .text_conditioning import TextEncoderConfig, caption_gap_losses, make_optimizer, prepare_text_encoder, text_width
 
 
 @dataclass
@@ -154,29 +153,19 @@ def train_token_lm(config: TokenLMTrainingConfig | DictConfig) -> Path:
     train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
     valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
-    # Text encoder and tokenizer
-    if config.text_encoder.pretrained:
-        tokenizer, text_encoder = load_text_encoder(config.text_encoder.pretrained)
-    else:
-        captions = [c for record in read_metadata(config.data.root, split="train") for c in record["captions"]]
-        tokenizer, text_encoder = build_text_encoder(config.text_encoder, captions)
-    text_encoder.requires_grad_(bool(config.text_encoder.train))
-    text_width = getattr(text_encoder.config, "hidden_size", None) or text_encoder.config.d_model
+    tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
 
     lm = TokenLM(
         **{
             "num_codebooks": codec.config.num_quantizers,
             **OmegaConf.to_container(config.lm),
             "codebook_size": codec.config.codebook_size,
-            "cross_attention_dim": text_width,
+            "cross_attention_dim": text_width(text_encoder),
         }
     )
     num_codebooks = lm.config.num_codebooks
     TokenMusicPipeline(codec=codec, text_encoder=None, tokenizer=None, lm=lm)  # fails early if the LM does not fit
-    groups = [{"params": lm.parameters(), "lr": config.optim.lr}]
-    if config.text_encoder.train:
-        groups.append({"params": text_encoder.parameters(), "lr": config.optim.lr * config.text_encoder.lr_scale})
-    optimizer = torch.optim.AdamW(groups, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay)
+    optimizer = make_optimizer(lm, text_encoder, config.text_encoder, config.optim)
     lr_schedule = warmup_schedule(optimizer, config.optim.warmup_steps)
     lm, text_encoder, optimizer, lr_schedule = accelerator.prepare(lm, text_encoder, optimizer, lr_schedule)
 
@@ -207,7 +196,14 @@ def train_token_lm(config: TokenLMTrainingConfig | DictConfig) -> Path:
         logs = {"loss": loss.item(), "lr": lr_schedule.get_last_lr()[0]}
         if run.evaluating:
             lm.eval()
-            logs.update(validation_losses(lm_loss, valid_set, config.data.batch_size, config.valid_batches))
+            logs.update(
+                caption_gap_losses(
+                    lambda batch, captions, i: lm_loss(batch, captions),
+                    valid_set,
+                    config.data.batch_size,
+                    config.valid_batches,
+                )
+            )
             lm.train()
         run.end_step(logs)
         if run.due(run_cfg.sample_every) and accelerator.is_main_process:
@@ -221,36 +217,6 @@ def train_token_lm(config: TokenLMTrainingConfig | DictConfig) -> Path:
         pipe.save_pretrained(folder)
     run.finish()
     return folder
-
-
-@torch.no_grad()
-def validation_losses(
-    lm_loss: Callable[[dict[str, Any], list[str]], torch.Tensor],
-    valid_set: LatentDataset,
-    batch_size: int,
-    max_batches: int,
-) -> dict[str, float]:
-    """Held-out cross-entropy on fixed crops with the right captions and with captions shuffled.
-
-    The gap between the two is how much the model uses the text.
-
-    Args:
-        lm_loss: `lm_loss(batch, captions)`, the training loss.
-        valid_set: The validation split of the code cache.
-        batch_size: Clips per batch.
-        max_batches: Batches per evaluation.
-    """
-    if len(valid_set) == 0:
-        return {}
-    loader = torch.utils.data.DataLoader(valid_set, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    right, shuffled = [], []
-    for i, batch in enumerate(loader):
-        if i >= max_batches:
-            break
-        captions = batch["caption"]
-        right.append(lm_loss(batch, captions).item())
-        shuffled.append(lm_loss(batch, captions[1:] + captions[:1]).item())
-    return {"valid_loss": sum(right) / len(right), "valid_loss_shuffled_captions": sum(shuffled) / len(shuffled)}
 
 
 def make_pipeline(codec: AudioAutoencoder, text_encoder: Any, tokenizer: Any, lm: TokenLM) -> TokenMusicPipeline:

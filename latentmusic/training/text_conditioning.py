@@ -1,0 +1,131 @@
+"""Text conditioning shared by the training recipes that cross-attend to captions (diffusion and token LM):
+the text encoder's config, loading or building it, the optimiser that may train it with the model, and the
+held-out loss with right versus shuffled captions that shows whether the model listens to the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from transformers import AutoConfig, AutoModel, AutoTokenizer, T5Config, T5EncoderModel
+
+from ..data.dataset import LatentDataset, collate, read_metadata
+from .runner import OptimConfig
+from .tokenizer import build_caption_tokenizer
+
+
+@dataclass
+class TextEncoderConfig:
+    pretrained: str = ""  # local folder with a transformers text encoder and its tokenizer ("" = build one)
+    train: bool = False  # train the text encoder with the U-Net (needed for one built from scratch)
+    lr_scale: float = 1.0  # its learning rate relative to optim.lr
+    max_length: int = 48  # tokens per prompt (longer prompts are truncated with a warning)
+    # a T5 encoder built from scratch when `pretrained` is empty (with a tokenizer built from the captions)
+    d_model: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    d_ff: int = 256
+
+
+def load_text_encoder(folder: str | Path):
+    """A local `transformers` text encoder and its tokenizer (T5 loads as its encoder alone)."""
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model_type = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
+    cls = T5EncoderModel if model_type in ("t5", "mt5", "umt5") else AutoModel
+    return tokenizer, cls.from_pretrained(folder, local_files_only=True)
+
+
+def build_text_encoder(config: TextEncoderConfig | DictConfig, captions: list[str]):
+    """A tokenizer built from the captions and a fresh T5 encoder sized by the config."""
+    tokenizer = build_caption_tokenizer(captions, model_max_length=config.max_length)
+    t5 = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=config.d_model,
+        d_kv=config.d_model // config.num_heads,
+        d_ff=config.d_ff,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return tokenizer, T5EncoderModel(t5)
+
+
+def prepare_text_encoder(config: TextEncoderConfig | DictConfig, data_root: str | Path) -> tuple[Any, torch.nn.Module]:
+    """The local pretrained text encoder of `config.pretrained`, or one built from the training captions of
+    `data_root`; trainable only when `config.train` is set.
+
+    Args:
+        config: The recipe's `text_encoder` section.
+        data_root: Folder with the training set's `metadata.jsonl` (for the captions of a built tokenizer).
+
+    Returns:
+        `(tokenizer, text_encoder)`.
+    """
+    if config.pretrained:
+        tokenizer, text_encoder = load_text_encoder(config.pretrained)
+    else:
+        captions = [c for record in read_metadata(data_root, split="train") for c in record["captions"]]
+        tokenizer, text_encoder = build_text_encoder(config, captions)
+    return tokenizer, text_encoder.requires_grad_(bool(config.train))
+
+
+def text_width(text_encoder: torch.nn.Module) -> int:
+    """Width of the text encoder's hidden states (what the model cross-attends to)."""
+    return getattr(text_encoder.config, "hidden_size", None) or text_encoder.config.d_model
+
+
+def make_optimizer(
+    model: torch.nn.Module,
+    text_encoder: torch.nn.Module,
+    text_config: TextEncoderConfig | DictConfig,
+    optim: OptimConfig | DictConfig,
+) -> torch.optim.AdamW:
+    """AdamW over the model, and over the text encoder (at `lr_scale` times the rate) when it is trained.
+
+    Args:
+        model: The U-Net or LM.
+        text_encoder: The text encoder.
+        text_config: The recipe's `text_encoder` section.
+        optim: The recipe's `optim` section.
+    """
+    groups = [{"params": model.parameters(), "lr": optim.lr}]
+    if text_config.train:
+        groups.append({"params": text_encoder.parameters(), "lr": optim.lr * text_config.lr_scale})
+    return torch.optim.AdamW(groups, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+
+
+@torch.no_grad()
+def caption_gap_losses(
+    loss: Callable[[dict[str, Any], list[str], int], torch.Tensor],
+    valid_set: LatentDataset,
+    batch_size: int,
+    max_batches: int,
+) -> dict[str, float]:
+    """Held-out loss on fixed crops with the right captions and with captions shuffled (rolled by one).
+
+    The gap between the two is how much the model uses the text.
+
+    Args:
+        loss: `loss(batch, captions, batch_index)`, the training loss (with its randomness fixed per batch).
+        valid_set: The validation split of the cache.
+        batch_size: Clips per batch.
+        max_batches: Batches per evaluation.
+    """
+    if len(valid_set) == 0:
+        return {}
+    loader = torch.utils.data.DataLoader(valid_set, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    right, shuffled = [], []
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        captions = batch["caption"]
+        right.append(loss(batch, captions, i).item())
+        shuffled.append(loss(batch, captions[1:] + captions[:1], i).item())
+    return {"valid_loss": sum(right) / len(right), "valid_loss_shuffled_captions": sum(shuffled) / len(shuffled)}
