@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .checkpoints import DEFAULT_PIPELINE
+
 
 def _generate(args: argparse.Namespace) -> int:
     import torch
@@ -19,8 +21,6 @@ def _generate(args: argparse.Namespace) -> int:
     from .pipelines import LatentMusicPipeline
     from .pipelines.schedulers import make_scheduler
 
-    if args.model is None:
-        raise SystemExit("--model is required: pass a pipeline folder written by save_pretrained")
     pipe = LatentMusicPipeline.from_pretrained(args.model)
     if args.scheduler:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler)
@@ -98,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="generate music from a text prompt")
     gen.add_argument("prompt", nargs="?", help="what to generate, e.g. 'a slow Bach chorale on a church organ'")
-    gen.add_argument("--model", help="pipeline folder (written by save_pretrained)")
+    gen.add_argument(
+        "--model",
+        default=DEFAULT_PIPELINE,
+        help=f"pipeline folder (from save_pretrained) or a shipped checkpoint's name (default: {DEFAULT_PIPELINE})",
+    )
     gen.add_argument("--seconds", type=float, default=None, help="clip length (default: the model's)")
     gen.add_argument("--steps", type=int, default=25, help="denoising steps")
     gen.add_argument("--scheduler", default="dpm++", help="scheduler name (see latentmusic.pipelines.schedulers)")

@@ -139,6 +139,20 @@ def test_save_and_load_give_identical_audio(tiny_pipe, tmp_path):
     np.testing.assert_array_equal(before, run(loaded, seed=5))
 
 
+def test_a_pipeline_saved_in_float16_loads_in_float32_unless_asked(tmp_path):
+    from .conftest import make_tiny_pipe
+
+    make_tiny_pipe().save_pretrained(tmp_path / "full")
+    make_tiny_pipe().to(torch.float16).save_pretrained(tmp_path / "half")
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "half" / weights).stat().st_size < 0.6 * (tmp_path / "full" / weights).stat().st_size
+    loaded = LatentMusicPipeline.from_pretrained(tmp_path / "half")
+    dtypes = {name: next(c.parameters()).dtype for name, c in loaded.components.items() if hasattr(c, "parameters")}
+    assert dtypes == {"vae": torch.float32, "text_encoder": torch.float32, "unet": torch.float32}
+    half = LatentMusicPipeline.from_pretrained(tmp_path / "half", torch_dtype=torch.float16)
+    assert next(half.text_encoder.parameters()).dtype == next(half.unet.parameters()).dtype == torch.float16
+
+
 @pytest.mark.parametrize("name", scheduler_names(flow=False))
 def test_every_fitting_scheduler_runs_and_reproduces(tiny_pipe, name):
     original = tiny_pipe.scheduler

@@ -68,3 +68,39 @@ def test_token_lm_configs_build(path):
             cross_attention_dim=config.text_encoder.d_model,
         )
     assert count(lm) > 0
+
+
+def test_demo_configs_pair_up_for_a_fair_comparison():
+    """The demo's two branches: the codec is the autoencoder with an RVQ bottleneck, trained alike; the token LM and
+    the U-Net see the same data, windows and batches, with text encoders of one size and about equal parameters."""
+    from latentmusic.models import TokenLM
+    from latentmusic.training.token_lm import TokenLMTrainingConfig
+
+    demo = CONFIGS / "demo"
+    vae = load_config(AutoencoderTrainingConfig, demo / "autoencoder.yaml")
+    codec = load_config(AutoencoderTrainingConfig, demo / "codec.yaml")
+    for section in ("discriminator", "loss", "data", "optim"):
+        assert vae[section] == codec[section], section
+    shared = {k: v for k, v in OmegaConf.to_container(codec.model).items() if k in vae.model}
+    assert shared == OmegaConf.to_container(vae.model) and codec.model.bottleneck == "rvq"
+
+    diffusion = load_config(DiffusionTrainingConfig, demo / "diffusion.yaml")
+    token = load_config(TokenLMTrainingConfig, demo / "token_lm.yaml")
+    assert diffusion.text_encoder == token.text_encoder
+    for key in ("root", "segment_seconds", "batch_size", "caption_dropout"):
+        assert diffusion.data[key] == token.data[key], key
+    with torch.device("meta"):
+        latent = vae.model.latent_channels
+        unet = UNet1DConditionModel(
+            **OmegaConf.to_container(diffusion.unet),
+            in_channels=latent,
+            extra_in_channels=latent + 1,
+            cross_attention_dim=diffusion.text_encoder.d_model,
+        )
+        lm = TokenLM(
+            **OmegaConf.to_container(token.lm),
+            num_codebooks=codec.model.num_quantizers,
+            codebook_size=codec.model.codebook_size,
+            cross_attention_dim=token.text_encoder.d_model,
+        )
+    assert abs(count(unet) - count(lm)) / count(unet) < 0.1

@@ -7,12 +7,15 @@ same way (and so can share a text encoder), and return audio in the same shapes.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from diffusers.utils import logging
+
+from ..checkpoints import resolve_pretrained
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -271,6 +274,16 @@ def encode_prompt_batch(
 class TextToMusicMixin:
     """What both pipelines share beyond the helpers above: the diffusers call-state properties and prompt
     encoding through their `tokenizer` and `text_encoder` components."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):
+        """diffusers' `DiffusionPipeline.from_pretrained`, which also takes the name of a checkpoint that ships
+        with the package (`"latentmusic/demo"`, see `latentmusic.checkpoints`).
+
+        Without `torch_dtype` every component loads in float32, as diffusers loads its own models: otherwise a
+        `transformers` text encoder saved in float16 would load in float16 beside float32 diffusers models."""
+        kwargs.setdefault("torch_dtype", torch.float32)
+        return super().from_pretrained(resolve_pretrained(pretrained_model_name_or_path), **kwargs)
 
     @property
     def guidance_scale(self) -> float:

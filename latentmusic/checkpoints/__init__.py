@@ -1,0 +1,52 @@
+"""Checkpoints that ship inside the package, loadable by name like a Hub repository id.
+
+Nothing can be downloaded from a model hub in an offline setting, so the demo models trained on the rendered
+corpus (see `docs/model-card.md`) live in this folder, one `save_pretrained` folder each. The pipelines'
+`from_pretrained` accepts their names, so ``LatentMusicPipeline.from_pretrained("latentmusic/demo")`` works
+right after ``pip install``; any other name or path is passed to diffusers unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FOLDER = Path(__file__).resolve().parent
+# name -> folder under this package (a pipeline's `save_pretrained` output)
+SHIPPED = {
+    "latentmusic/demo": "demo",
+    "latentmusic/demo-token-lm": "demo-token-lm",
+}
+DEFAULT_PIPELINE = "latentmusic/demo"
+
+
+def shipped_path(name: str) -> Path:
+    """The folder of a shipped checkpoint.
+
+    Args:
+        name: One of :data:`SHIPPED` (e.g. ``"latentmusic/demo"``).
+
+    Returns:
+        The folder.
+
+    Raises:
+        KeyError: If no checkpoint of that name ships with the package.
+        FileNotFoundError: If the package was installed without its checkpoint files.
+    """
+    if name not in SHIPPED:
+        raise KeyError(f"no checkpoint named {name!r} ships with latentmusic; known: {sorted(SHIPPED)}")
+    folder = FOLDER / SHIPPED[name]
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"the {name!r} checkpoint is missing from {folder}: reinstall latentmusic from a full checkout "
+            "(its weights are package data)"
+        )
+    return folder
+
+
+def resolve_pretrained(name_or_path: str | os.PathLike) -> str | os.PathLike:
+    """A shipped checkpoint's folder for its name (unless a local folder of that name exists); anything else
+    unchanged."""
+    if isinstance(name_or_path, str) and name_or_path in SHIPPED and not Path(name_or_path).exists():
+        return str(shipped_path(name_or_path))
+    return name_or_path

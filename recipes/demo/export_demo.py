@@ -1,0 +1,59 @@
+"""Copy the trained demo pipelines into the package, where `from_pretrained("latentmusic/demo")` finds them.
+
+    python recipes/demo/export_demo.py     # after recipes/demo/train_demo.sh's training stages
+
+Each pipeline is reloaded from its recipe's `save_pretrained` folder, given DPM-Solver++ (diffusion) as its
+default scheduler, and saved as safetensors. Weights are stored in float16 when the float32 files would pass the
+repository's 50 MB budget for shipped weights (they load back as float32); the script refuses to write more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from latentmusic import LatentMusicPipeline, TokenMusicPipeline
+from latentmusic.checkpoints import FOLDER, SHIPPED
+from latentmusic.pipelines.schedulers import make_scheduler
+
+BUDGET_MB = 50.0
+
+
+def size_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+
+
+def weights_mb(pipe) -> float:
+    return sum(p.numel() * 4 for _, c in pipe.components.items() if isinstance(c, torch.nn.Module)
+               for p in c.parameters()) / 1e6  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--diffusion", default="outputs/demo/diffusion/pipeline")
+    parser.add_argument("--token", default="outputs/demo/token-lm/pipeline", help="'' to ship the diffusion demo only")
+    args = parser.parse_args()
+
+    pipes = {"latentmusic/demo": LatentMusicPipeline.from_pretrained(args.diffusion)}
+    pipes["latentmusic/demo"].scheduler = make_scheduler("dpm++", pipes["latentmusic/demo"].scheduler)
+    if args.token:
+        pipes["latentmusic/demo-token-lm"] = TokenMusicPipeline.from_pretrained(args.token)
+    half = sum(weights_mb(pipe) for pipe in pipes.values()) > BUDGET_MB * 0.95
+    for name, pipe in pipes.items():
+        folder = FOLDER / SHIPPED[name]
+        shutil.rmtree(folder, ignore_errors=True)
+        if half:
+            pipe.to(torch.float16)
+        pipe.save_pretrained(folder, safe_serialization=True)
+        print(f"{name}: {folder} ({size_mb(folder):.1f} MB{', float16' if half else ''})")
+    total = sum(size_mb(FOLDER / SHIPPED[name]) for name in pipes)
+    if total > BUDGET_MB:
+        raise SystemExit(f"the shipped checkpoints take {total:.1f} MB, over the {BUDGET_MB:.0f} MB budget")
+    print(f"total {total:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
