@@ -127,3 +127,20 @@ def test_rvq_codec_keeps_its_codes_alive_and_improves_with_more_codebooks(corpus
             decoded = codec.decode_codes(codes[:, :k])[..., : audio.shape[-1]]
             errors.append(mrstft_distance(audio, decoded))
     assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_the_given_model(corpus_dir, tmp_path):
+    """`init_from` loads the weights and architecture of a saved autoencoder (not the YAML's `model`): with a zero
+    learning rate the run ends with exactly those weights."""
+    torch.manual_seed(0)
+    start = AudioAutoencoder(sample_rate=16000, base_channels=4, max_channels=32, strides=(2, 4, 8), latent_channels=8)
+    start.save_pretrained(tmp_path / "start")
+    quiet = ("run.eval_every=1000", "run.sample_every=0", "run.max_steps=2", "optim.lr=0")
+    folder = train_autoencoder(tiny_config(corpus_dir, tmp_path / "run", f"init_from={tmp_path / 'start'}", *quiet))
+    tuned = AudioAutoencoder.from_pretrained(folder)
+    assert tuned.config.base_channels == 4 and tuned.config.max_channels == 32
+    for (name, before), after in zip(start.state_dict().items(), tuned.state_dict().values()):
+        assert torch.equal(before, after), name
+    with pytest.raises(FileNotFoundError, match="init_from=.*no autoencoder there"):
+        train_autoencoder(tiny_config(corpus_dir, tmp_path / "bad", f"init_from={tmp_path / 'nothing'}", *quiet))

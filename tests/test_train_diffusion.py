@@ -96,3 +96,26 @@ def test_tiny_diffusion_model_learns_and_listens_to_its_captions(corpus_dir, vae
         joined += [seam_flux(inpainted, 12000), seam_flux(inpainted, 20000)]
         pasted += [seam_flux(naive, 12000), seam_flux(naive, 20000)]
     assert np.mean(joined) < np.mean(pasted), (joined, pasted)
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_a_saved_pipeline(corpus_dir, vae_dir, tmp_path):
+    """`init_from` takes the U-Net, text encoder and tokenizer of a saved pipeline: with a zero learning rate the
+    run ships them unchanged; a pipeline whose U-Net does not fit the run's masking is refused with the reason."""
+    common = [f"vae={vae_dir}", f"data.root={corpus_dir}", f"data.latent_cache={tmp_path / 'latents'}",
+              "run.report_to=none", "run.progress_bar=false", "run.eval_every=1000", "run.sample_every=0",
+              "run.max_steps=2"]  # fmt: skip
+    tiny = "recipes/configs/diffusion/tiny.yaml"
+    first = train_diffusion(load_config(DiffusionTrainingConfig, tiny, [*common, f"run.output_dir={tmp_path / 'a'}"]))
+    again = [*common, f"run.output_dir={tmp_path / 'b'}", f"init_from={first}", "optim.lr=0"]
+    again.append("unet.layers_per_block=3")  # ignored: the architecture comes with the weights
+    tuned = train_diffusion(load_config(DiffusionTrainingConfig, tiny, again))
+    a, b = LatentMusicPipeline.from_pretrained(first), LatentMusicPipeline.from_pretrained(tuned)
+    assert b.unet.config.layers_per_block == a.unet.config.layers_per_block == 1  # from the pipeline, not the YAML
+    assert a.tokenizer.get_vocab() == b.tokenizer.get_vocab()
+    for module in ("unet", "text_encoder"):
+        for (name, x), y in zip(getattr(a, module).state_dict().items(), getattr(b, module).state_dict().values()):
+            assert torch.equal(x, y), (module, name)
+    masked = [*common, f"run.output_dir={tmp_path / 'c'}", f"init_from={first}", "masking.continuation=0.2"]
+    with pytest.raises(ValueError, match="conditioning channels"):
+        train_diffusion(load_config(DiffusionTrainingConfig, tiny, masked))

@@ -17,6 +17,7 @@ from diffusers import AutoencoderOobleck
 from diffusers.training_utils import EMAModel
 from omegaconf import DictConfig, OmegaConf
 
+from ..checkpoints import resolve_pretrained
 from ..data.dataset import AudioCaptionDataset, collate
 from ..evaluation.reconstruction import reconstruction_metrics
 from ..models import AudioAutoencoder, compute_latent_statistics, vae_utils
@@ -47,6 +48,9 @@ class AutoencoderOptimConfig(OptimConfig):
 class AutoencoderTrainingConfig:
     model_class: str = "AudioAutoencoder"  # or "AutoencoderOobleck" (diffusers), for comparisons
     model: dict[str, Any] = field(default_factory=dict)  # the model class's constructor arguments
+    # fine-tuning: a trained autoencoder folder, or a pipeline folder or shipped name ("latentmusic/demo") whose
+    # `vae` (or `codec`) the run starts from; its config then replaces `model_class` and `model`. "" = from scratch
+    init_from: str = ""
     discriminator: dict[str, Any] = field(default_factory=dict)  # MultiDiscriminator arguments
     loss: AutoencoderLossWeights = field(default_factory=AutoencoderLossWeights)
     data: AutoencoderDataConfig = field(default_factory=AutoencoderDataConfig)
@@ -65,6 +69,20 @@ def build_autoencoder(model_class: str, model_kwargs: dict[str, Any]):
     return cls.from_config(model_kwargs) if cls is AudioAutoencoder else cls(**model_kwargs)
 
 
+def load_initial_autoencoder(name_or_folder: str):
+    """The autoencoder to fine-tune: a `save_pretrained` autoencoder folder, or the `vae` (or `codec`) of a pipeline
+    folder or shipped checkpoint name."""
+    folder = Path(resolve_pretrained(name_or_folder))
+    if (folder / "model_index.json").is_file():
+        folder = next((folder / part for part in ("vae", "codec") if (folder / part).is_dir()), folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"init_from={name_or_folder}: no autoencoder there (no config.json); pass a folder written by the "
+            "autoencoder recipe or save_pretrained, or a pipeline folder or name such as 'latentmusic/demo'"
+        )
+    return vae_utils.load_vae(folder)
+
+
 def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
     """Train an autoencoder; returns the folder of the final model (`<output_dir>/autoencoder`)."""
     if isinstance(config, AutoencoderTrainingConfig):
@@ -73,7 +91,10 @@ def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
     accelerator = make_accelerator(run_cfg, config, "latentmusic-autoencoder")
     output_dir = Path(run_cfg.output_dir)
 
-    model = build_autoencoder(config.model_class, OmegaConf.to_container(config.model))
+    if config.init_from:
+        model = load_initial_autoencoder(config.init_from)
+    else:
+        model = build_autoencoder(config.model_class, OmegaConf.to_container(config.model))
     sample_rate, channels = sample_rate_of(model), model.config.audio_channels
     data = dict(root=config.data.root, sample_rate=sample_rate, segment_seconds=config.data.segment_seconds)
     train_set = AudioCaptionDataset(**data, channels=channels, split="train", seed=run_cfg.seed)

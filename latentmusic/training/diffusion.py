@@ -28,7 +28,9 @@ from .runner import OptimConfig, Run, RunConfig, StepBatches, make_accelerator, 
 from .text_conditioning import (
     TextEncoderConfig,
     caption_gap_losses,
+    load_text_encoder,
     make_optimizer,
+    pipeline_folder,
     prepare_text_encoder,
     text_width,
 )
@@ -88,6 +90,9 @@ class SampleConfig:
 @dataclass
 class DiffusionTrainingConfig:
     vae: str = ""  # folder of the trained autoencoder (AudioAutoencoder or AutoencoderOobleck) — required
+    # fine-tuning: a LatentMusicPipeline folder or shipped name ("latentmusic/demo") whose U-Net, text encoder and
+    # tokenizer the run starts from (then `unet` and the text encoder's size are taken from it); "" = from scratch
+    init_from: str = ""
     data: DiffusionDataConfig = field(default_factory=DiffusionDataConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     unet: dict[str, Any] = field(
@@ -162,21 +167,25 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
     valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
-    tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
-
-    # U-Net, objective, optimiser, EMA
-    unet = UNet1DConditionModel(
-        **{
-            **OmegaConf.to_container(config.unet),
-            "in_channels": vae_utils.vae_latent_channels(vae),
-            "cross_attention_dim": text_width(text_encoder),
-            "use_timing_conditioning": True,
-            # the pipeline's layout: [mask, masked latents] with masking, then the melody chromagram
-            "extra_in_channels": (latent_channels + 1 if MaskingConfig.enabled(config.masking) else 0)
-            + (PITCH_CLASSES if with_melody else 0),
-            "max_seconds": config.data.segment_seconds,
-        }
+    # the pipeline's layout: [mask, masked latents] with masking, then the melody chromagram
+    extra_in_channels = (latent_channels + 1 if MaskingConfig.enabled(config.masking) else 0) + (
+        PITCH_CLASSES if with_melody else 0
     )
+    if config.init_from:
+        tokenizer, text_encoder, unet = load_initial_components(config.init_from, latent_channels, extra_in_channels)
+        text_encoder.requires_grad_(bool(config.text_encoder.train))
+    else:
+        tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
+        unet = UNet1DConditionModel(
+            **{
+                **OmegaConf.to_container(config.unet),
+                "in_channels": latent_channels,
+                "cross_attention_dim": text_width(text_encoder),
+                "use_timing_conditioning": True,
+                "extra_in_channels": extra_in_channels,
+                "max_seconds": config.data.segment_seconds,
+            }
+        )
     train_scheduler = make_training_scheduler(
         config.diffusion.objective, config.diffusion.num_train_timesteps, config.diffusion.beta_schedule
     )
@@ -270,6 +279,34 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
         pipe.save_pretrained(folder)
     run.finish()
     return folder
+
+
+def load_initial_components(name_or_folder: str | Path, latent_channels: int, extra_in_channels: int):
+    """The tokenizer, text encoder and U-Net of a saved pipeline, to fine-tune; checked against the run's layout.
+
+    Args:
+        name_or_folder: A `LatentMusicPipeline` folder or a shipped checkpoint's name.
+        latent_channels: Latent channels of the run's autoencoder.
+        extra_in_channels: Conditioning channels the run's masking and melody settings give the U-Net.
+
+    Returns:
+        `(tokenizer, text_encoder, unet)`.
+
+    Raises:
+        FileNotFoundError: If it is not a pipeline folder.
+        ValueError: If its U-Net does not fit the run's autoencoder or masking/melody settings.
+    """
+    folder = pipeline_folder(name_or_folder)
+    tokenizer, text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer")
+    unet = UNet1DConditionModel.from_pretrained(folder / "unet")
+    found = (unet.config.in_channels, unet.config.extra_in_channels)
+    if found != (latent_channels, extra_in_channels):
+        raise ValueError(
+            f"init_from={name_or_folder}: its U-Net takes {found[0]} latent and {found[1]} conditioning channels, but "
+            f"this run gives {latent_channels} and {extra_in_channels}; use the autoencoder it was trained on (vae=) "
+            "and its masking and melody settings"
+        )
+    return tokenizer, text_encoder, unet
 
 
 def make_pipeline(vae, text_encoder, tokenizer, unet, ema: EMAModel, train_scheduler) -> LatentMusicPipeline:

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModel, AutoTokenizer, T5Config, T5EncoderModel
 
+from ..checkpoints import resolve_pretrained
 from ..data.dataset import LatentDataset, collate, read_metadata
 from .runner import OptimConfig
 from .tokenizer import build_caption_tokenizer
@@ -32,12 +33,28 @@ class TextEncoderConfig:
     d_ff: int = 256
 
 
-def load_text_encoder(folder: str | Path):
-    """A local `transformers` text encoder and its tokenizer (T5 loads as its encoder alone)."""
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+def load_text_encoder(folder: str | Path, tokenizer_folder: str | Path | None = None):
+    """A local `transformers` text encoder and its tokenizer (T5 loads as its encoder alone); the tokenizer is read
+    from `tokenizer_folder` when given (a pipeline keeps them in `tokenizer/` and `text_encoder/`)."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder or folder, local_files_only=True)
     model_type = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
     cls = T5EncoderModel if model_type in ("t5", "mt5", "umt5") else AutoModel
     return tokenizer, cls.from_pretrained(folder, local_files_only=True)
+
+
+def pipeline_folder(name_or_folder: str | Path) -> Path:
+    """The folder of a saved pipeline, or of a shipped checkpoint by name (`"latentmusic/demo"`).
+
+    Raises:
+        FileNotFoundError: If it holds no `model_index.json`.
+    """
+    folder = Path(resolve_pretrained(str(name_or_folder)))
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"{name_or_folder} is not a pipeline folder (no model_index.json): pass a folder written by "
+            "save_pretrained or a shipped checkpoint's name such as 'latentmusic/demo'"
+        )
+    return folder
 
 
 def build_text_encoder(config: TextEncoderConfig | DictConfig, captions: list[str]):
