@@ -63,6 +63,15 @@ def test_load_vae_loads_whichever_class_saved_the_folder(make, tmp_path):
         torch.testing.assert_close(vae_utils.reconstruct(loaded, audio)[0], vae_utils.reconstruct(vae, audio)[0])
 
 
+def test_load_vae_takes_the_autoencoder_of_a_pipeline_folder(tmp_path):
+    torch.manual_seed(0)
+    vae = tiny_vae().eval()
+    vae.save_pretrained(tmp_path / "vae")
+    (tmp_path / "model_index.json").write_text("{}")
+    loaded = vae_utils.load_vae(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), vae.state_dict().values()))
+
+
 def test_load_vae_names_a_folder_without_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         vae_utils.load_vae(tmp_path)

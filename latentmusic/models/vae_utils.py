@@ -87,11 +87,22 @@ def reconstruct(
 
 
 def load_vae(folder: str | Path):
-    """Load a trained autoencoder folder, whichever of the supported classes wrote it."""
-    config_file = Path(folder) / "config.json"
+    """Load a trained autoencoder, whichever of the supported classes wrote it.
+
+    Args:
+        folder: A `save_pretrained` autoencoder folder, or the `vae` (or `codec`) of a pipeline folder or shipped
+            checkpoint name such as `"latentmusic/demo"`.
+    """
+    from ..checkpoints import resolve_pretrained
+
+    name, folder = folder, Path(resolve_pretrained(str(folder)))
+    if (folder / "model_index.json").is_file():
+        folder = next((folder / part for part in ("vae", "codec") if (folder / part).is_dir()), folder)
+    config_file = folder / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(
-            f"{folder} holds no autoencoder (no config.json); pass the folder save_pretrained wrote"
+            f"{name}: no autoencoder there (no config.json); pass the folder save_pretrained wrote, or a pipeline "
+            "folder or name such as 'latentmusic/demo'"
         )
     class_name = json.loads(config_file.read_text()).get("_class_name")
     cls = AutoencoderOobleck if class_name == "AutoencoderOobleck" else AudioAutoencoder

@@ -17,7 +17,6 @@ from diffusers import AutoencoderOobleck
 from diffusers.training_utils import EMAModel
 from omegaconf import DictConfig, OmegaConf
 
-from ..checkpoints import resolve_pretrained
 from ..data.dataset import AudioCaptionDataset, collate
 from ..evaluation.reconstruction import reconstruction_metrics
 from ..models import AudioAutoencoder, compute_latent_statistics, vae_utils
@@ -69,20 +68,6 @@ def build_autoencoder(model_class: str, model_kwargs: dict[str, Any]):
     return cls.from_config(model_kwargs) if cls is AudioAutoencoder else cls(**model_kwargs)
 
 
-def load_initial_autoencoder(name_or_folder: str):
-    """The autoencoder to fine-tune: a `save_pretrained` autoencoder folder, or the `vae` (or `codec`) of a pipeline
-    folder or shipped checkpoint name."""
-    folder = Path(resolve_pretrained(name_or_folder))
-    if (folder / "model_index.json").is_file():
-        folder = next((folder / part for part in ("vae", "codec") if (folder / part).is_dir()), folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"init_from={name_or_folder}: no autoencoder there (no config.json); pass a folder written by the "
-            "autoencoder recipe or save_pretrained, or a pipeline folder or name such as 'latentmusic/demo'"
-        )
-    return vae_utils.load_vae(folder)
-
-
 def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
     """Train an autoencoder; returns the folder of the final model (`<output_dir>/autoencoder`)."""
     if isinstance(config, AutoencoderTrainingConfig):
@@ -92,7 +77,10 @@ def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
     output_dir = Path(run_cfg.output_dir)
 
     if config.init_from:
-        model = load_initial_autoencoder(config.init_from)
+        try:
+            model = vae_utils.load_vae(config.init_from)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"init_from={error}") from None
     else:
         model = build_autoencoder(config.model_class, OmegaConf.to_container(config.model))
     sample_rate, channels = sample_rate_of(model), model.config.audio_channels

@@ -281,7 +281,9 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     return folder
 
 
-def load_initial_components(name_or_folder: str | Path, latent_channels: int, extra_in_channels: int):
+def load_initial_components(
+    name_or_folder: str | Path, latent_channels: int, extra_in_channels: int
+) -> tuple[Any, torch.nn.Module, UNet1DConditionModel]:
     """The tokenizer, text encoder and U-Net of a saved pipeline, to fine-tune; checked against the run's layout.
 
     Args:
@@ -290,7 +292,7 @@ def load_initial_components(name_or_folder: str | Path, latent_channels: int, ex
         extra_in_channels: Conditioning channels the run's masking and melody settings give the U-Net.
 
     Returns:
-        `(tokenizer, text_encoder, unet)`.
+        A tuple of the tokenizer, the text encoder and the U-Net.
 
     Raises:
         FileNotFoundError: If it is not a pipeline folder.
