@@ -10,6 +10,9 @@ import torch
 
 from latentmusic import LatentMusicPipeline
 from latentmusic.pipelines.schedulers import SCHEDULERS, make_scheduler, scheduler_names
+from latentmusic.training.objectives import make_training_scheduler
+
+from .conftest import make_tiny_pipe
 
 PROMPT = "a slow Bach chorale played by a string ensemble"
 SECONDS = 0.5
@@ -140,7 +143,6 @@ def test_save_and_load_give_identical_audio(tiny_pipe, tmp_path):
 
 
 def test_a_pipeline_saved_in_float16_loads_in_float32_unless_asked(tmp_path):
-    from .conftest import make_tiny_pipe
 
     make_tiny_pipe().save_pretrained(tmp_path / "full")
     make_tiny_pipe().to(torch.float16).save_pretrained(tmp_path / "half")
@@ -178,6 +180,34 @@ def test_scheduler_swap_changes_sampling_not_the_interface(tiny_pipe):
     assert len({a.shape for a in outputs.values()}) == 1
     assert not np.allclose(outputs["ddim"], outputs["euler"])
     assert not np.allclose(outputs["ddim"], outputs["dpm++"])
+
+
+def test_a_flow_matching_model_samples_along_its_velocity_field():
+    """With the flow objective the pipeline runs `flow-euler` (and refuses noise schedulers); fed the exact velocity
+    of the straight path to a target latent, `noise - target`, its sampler lands on that target from any noise."""
+    pipe = make_tiny_pipe()
+    pipe.scheduler = make_training_scheduler("flow")
+    pipe.scheduler = make_scheduler("flow-euler", pipe.scheduler)
+    with pytest.raises(ValueError, match="does not fit this flow-matching model"):
+        make_scheduler("dpm++", pipe.scheduler)
+    frames = -(-int(SECONDS * pipe.sample_rate) // pipe.vae.hop_length)
+    target = torch.randn(1, 4, frames, generator=torch.Generator().manual_seed(5))
+    predict = pipe.unet.forward
+
+    def exact_velocity(sample, timestep, *args, **kwargs):
+        output = predict(sample, timestep, *args, **kwargs)  # runs the real network: shapes and conditioning
+        sigma = torch.as_tensor(timestep, dtype=sample.dtype) / pipe.scheduler.config.num_train_timesteps
+        output.sample = (sample - target) / sigma  # x_t = target + sigma (noise - target)
+        return output
+
+    pipe.unet.forward = exact_velocity
+    for seed in (0, 1):
+        latents = run(pipe, seed=seed, num_inference_steps=6, output_type="latent")
+        torch.testing.assert_close(latents, target, atol=1e-4, rtol=1e-4)
+    pipe.unet.forward = predict
+    audio = run(pipe, seed=3, num_inference_steps=4)
+    assert np.isfinite(audio).all()
+    np.testing.assert_array_equal(audio, run(pipe, seed=3, num_inference_steps=4))
 
 
 def test_flow_scheduler_is_refused_for_a_v_prediction_model(tiny_pipe):

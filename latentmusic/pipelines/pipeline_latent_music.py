@@ -144,6 +144,11 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
         samples = samples_for_seconds(audio_length_in_s, self.sample_rate)
         return frames_for_samples(samples, vae_utils.vae_hop_length(self.vae))
 
+    @property
+    def init_noise_sigma(self) -> float:
+        """The scale of the starting noise: the scheduler's, or 1 for flow matching (which starts at unit noise)."""
+        return getattr(self.scheduler, "init_noise_sigma", 1.0)
+
     def prepare_latents(
         self,
         batch_size: int,
@@ -163,7 +168,7 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         else:
             latents = latents.to(device=device, dtype=dtype)
-        return latents * self.scheduler.init_noise_sigma
+        return latents * self.init_noise_sigma
 
     def prepare_extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
         """Pass `eta` and `generator` only to schedulers whose `step` takes them."""
@@ -525,7 +530,7 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
                 timesteps = self.strength_timesteps(timesteps, num_inference_steps, strength)
             self._num_timesteps = len(timesteps)
             start = self.prepare_latents(total, num_frames, dtype, device, generator, latents)
-            noise = start / self.scheduler.init_noise_sigma
+            noise = start / self.init_noise_sigma
             if strength is not None and strength < 1.0:
                 start = known if len(timesteps) == 0 else add_noise_at(self.scheduler, known, noise, timesteps[0])
             with self.progress_bar(total=len(timesteps)) as progress_bar:
@@ -616,7 +621,7 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
                     progress_bar,
                     window_known,
                     window_keep,
-                    start / self.scheduler.init_noise_sigma,
+                    start / self.init_noise_sigma,
                     callback_on_step_end,
                     callback_on_step_end_tensor_inputs,
                     step_offset=index * self._num_timesteps,
