@@ -227,8 +227,9 @@ def tiny_codec(**overrides) -> AudioAutoencoder:
     return tiny_vae(**{"bottleneck": "rvq", "num_quantizers": 4, "codebook_size": 16, **overrides})
 
 
-def test_codec_codes_have_the_right_shapes_and_decode_to_the_reconstruction():
-    codec = tiny_codec()
+@pytest.mark.parametrize("cosine_sim", [False, True])
+def test_codec_codes_have_the_right_shapes_and_decode_to_the_reconstruction(cosine_sim):
+    codec = tiny_codec(codebook_cosine_sim=cosine_sim)
     x = torch.cat([tone(700, seed=s) for s in range(2)])
     codec.train()
     posterior = codec.encode(x).latent_dist  # training pass: k-means init and a commitment loss

@@ -116,6 +116,9 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
             below this are replaced by random encoder outputs in training; 0 disables.
         kmeans_init (`bool`, defaults to `True`): `rvq` only: initialise each codebook by k-means on the
             first batch it sees.
+        codebook_cosine_sim (`bool`, defaults to `False`): `rvq` only: l2-normalised codes and inputs, matched by
+            cosine similarity (ViT-VQGAN / improved VQGAN), which keeps more codes in use; best with a small
+            `codebook_dim`.
     """
 
     _supports_gradient_checkpointing = False
@@ -143,6 +146,7 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         codebook_decay: float = 0.99,
         threshold_ema_dead_code: float = 2.0,
         kmeans_init: bool = True,
+        codebook_cosine_sim: bool = False,
     ) -> None:
         super().__init__()
         _check_config(audio_channels, strides, latent_channels, bottleneck, activation, chunk_size, chunk_context)
@@ -157,6 +161,7 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
                 codebook_decay,
                 threshold_ema_dead_code,
                 kmeans_init,
+                codebook_cosine_sim,
             )
         widths = [min(base_channels * 2**i, max_channels) for i in range(len(strides) + 1)]
         moments = 2 * latent_channels if bottleneck == "kl" else latent_channels
@@ -380,6 +385,7 @@ class ResidualQuantizer(nn.Module):
         codebook_decay: EMA decay of the codebooks.
         threshold_ema_dead_code: EMA count below which a code is replaced in training (0: never).
         kmeans_init: K-means initialisation of the codebooks on the first batch.
+        cosine_sim: Match l2-normalised inputs to l2-normalised codes by cosine similarity.
     """
 
     def __init__(
@@ -393,6 +399,7 @@ class ResidualQuantizer(nn.Module):
         codebook_decay: float,
         threshold_ema_dead_code: float,
         kmeans_init: bool,
+        cosine_sim: bool = False,
     ) -> None:
         super().__init__()
         _check_quantizer_config(num_quantizers, codebook_size, codebook_dim, commitment_weight, codebook_decay)
@@ -412,6 +419,7 @@ class ResidualQuantizer(nn.Module):
             decay=codebook_decay,
             threshold_ema_dead_code=threshold_ema_dead_code,
             kmeans_init=kmeans_init,
+            use_cosine_sim=cosine_sim,
         )
         self.threshold_ema_dead_code = threshold_ema_dead_code
 
