@@ -125,6 +125,13 @@ def test_bad_audio_is_rejected_clearly(audio, message):
         tiny_vae().encode(audio)
 
 
+def test_audio_at_another_sample_rate_is_refused_with_the_fix():
+    vae, audio = tiny_vae(), torch.randn(1, 1, 800) * 0.1
+    with pytest.raises(ValueError, match=r"audio at 44100 Hz, but this autoencoder works at 8000 Hz; resample"):
+        vae(audio, sample_rate=44100)
+    torch.testing.assert_close(vae(audio, sample_rate=8000).sample, vae(audio).sample)
+
+
 def test_latents_of_the_wrong_channel_count_are_rejected():
     with pytest.raises(ValueError, match=r"latents must have shape \(batch, 4, frames\)"):
         tiny_vae().decode(torch.randn(1, 6, 10))

@@ -238,7 +238,9 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
 
     # -- the diffusers interface -------------------------------------------------------------------------
 
-    def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
+    def encode(
+        self, x: torch.Tensor, return_dict: bool = True, *, sample_rate: int | None = None
+    ) -> AutoencoderKLOutput | tuple:
         """Encode audio `(batch, audio_channels, samples)` into a latent distribution.
 
         The input is zero-padded to a multiple of `hop_length`, so there are `ceil(samples / hop_length)`
@@ -248,8 +250,15 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         Args:
             x: Audio, `(batch, audio_channels, samples)`.
             return_dict: Return an `AutoencoderKLOutput` instead of a tuple.
+            sample_rate: The audio's sample rate, if known: a rate other than the model's is an error (the
+                model would hear every pitch and tempo shifted).
         """
         _check_audio_input(x, self.config.audio_channels)
+        if sample_rate is not None and sample_rate != self.config.sample_rate:
+            raise ValueError(
+                f"audio at {sample_rate} Hz, but this autoencoder works at {self.config.sample_rate} Hz; resample "
+                f"it first: latentmusic.audio.resample(audio, {sample_rate}, {self.config.sample_rate})"
+            )
         pad = -x.shape[-1] % self.hop_length
         x = nn.functional.pad(x, (0, pad))
         moments = self._chunked(x, self.encoder, self.hop_length, 1)
@@ -279,9 +288,11 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         sample_posterior: bool = False,
         generator: torch.Generator | None = None,
         return_dict: bool = True,
+        *,
+        sample_rate: int | None = None,
     ) -> DecoderOutput | tuple:
-        """Reconstruct audio; the output has exactly the input's length."""
-        posterior = self.encode(sample).latent_dist
+        """Reconstruct audio; the output has exactly the input's length (`sample_rate` is checked as in `encode`)."""
+        posterior = self.encode(sample, sample_rate=sample_rate).latent_dist
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         audio = self.decode(z).sample[..., : sample.shape[-1]]
         return DecoderOutput(sample=audio) if return_dict else (audio,)
