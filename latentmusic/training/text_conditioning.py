@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from transformers import AutoConfig, AutoModel, AutoTokenizer, T5Config, T5EncoderModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, ClapModel, ClapTextModel, T5Config, T5EncoderModel
 
 from ..checkpoints import resolve_pretrained
 from ..data.dataset import LatentDataset, collate, read_metadata
@@ -34,12 +34,21 @@ class TextEncoderConfig:
 
 
 def load_text_encoder(folder: str | Path, tokenizer_folder: str | Path | None = None):
-    """A local `transformers` text encoder and its tokenizer (T5 loads as its encoder alone); the tokenizer is read
-    from `tokenizer_folder` when given (a pipeline keeps them in `tokenizer/` and `text_encoder/`)."""
+    """A local `transformers` text encoder and its tokenizer; the tokenizer is read from `tokenizer_folder` when
+    given (a pipeline keeps them in `tokenizer/` and `text_encoder/`).
+
+    T5 loads as its encoder alone and a whole CLAP checkpoint as its text tower (`ClapModel.text_model`); any
+    other model (BERT, RoBERTa, a saved `ClapTextModel`, ...) through its own class.
+    """
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder or folder, local_files_only=True)
     model_type = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
-    cls = T5EncoderModel if model_type in ("t5", "mt5", "umt5") else AutoModel
-    return tokenizer, cls.from_pretrained(folder, local_files_only=True)
+    if model_type in ("t5", "mt5", "umt5"):
+        return tokenizer, T5EncoderModel.from_pretrained(folder, local_files_only=True)
+    if model_type == "clap":
+        return tokenizer, ClapModel.from_pretrained(folder, local_files_only=True).text_model
+    if model_type == "clap_text_model":
+        return tokenizer, ClapTextModel.from_pretrained(folder, local_files_only=True)
+    return tokenizer, AutoModel.from_pretrained(folder, local_files_only=True)
 
 
 def pipeline_folder(name_or_folder: str | Path) -> Path:
