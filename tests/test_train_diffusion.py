@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -119,3 +120,35 @@ def test_fine_tuning_starts_from_a_saved_pipeline(corpus_dir, vae_dir, tmp_path)
     masked = [*common, f"run.output_dir={tmp_path / 'c'}", f"init_from={first}", "masking.continuation=0.2"]
     with pytest.raises(ValueError, match="conditioning channels"):
         train_diffusion(load_config(DiffusionTrainingConfig, tiny, masked))
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_with_the_same_losses_and_weights(corpus_dir, vae_dir, tmp_path):
+    """Stopped after step 8 and restarted from its step-4 checkpoint, a run logs the losses of an uninterrupted run
+    exactly (noise, timesteps, caption dropout, masks, the text encoder's dropout and batch order all continue) and
+    ships the same U-Net, bit for bit."""
+    tiny = "recipes/configs/diffusion/tiny.yaml"
+    common = [f"vae={vae_dir}", f"data.root={corpus_dir}", f"data.latent_cache={tmp_path / 'latents'}",
+              "run.report_to=none", "run.progress_bar=false", "run.eval_every=1000", "run.sample_every=0",
+              "run.log_every=1", "run.checkpoint_every=4", "masking.continuation=0.3"]  # fmt: skip
+
+    def train(output, steps):
+        return train_diffusion(load_config(DiffusionTrainingConfig, tiny, [*common, f"run.output_dir={output}",
+                                                                           f"run.max_steps={steps}"]))  # fmt: skip
+
+    straight = train(tmp_path / "straight", 12)
+    stopped = tmp_path / "stopped"
+    train(stopped, 8)
+    shutil.rmtree(stopped / "checkpoints" / "checkpoint-00000008")  # as if killed between steps 4 and 8
+    resumed = train(stopped, 12)
+
+    def losses(folder):
+        rows = [json.loads(line) for line in (folder / "losses.jsonl").read_text().splitlines()]
+        return {row["step"]: row["loss"] for row in rows if "loss" in row}
+
+    a, b = losses(tmp_path / "straight"), losses(stopped)
+    assert sorted(b) == list(range(1, 13))
+    assert [b[step] for step in range(5, 13)] == [a[step] for step in range(5, 13)]
+    x, y = LatentMusicPipeline.from_pretrained(straight), LatentMusicPipeline.from_pretrained(resumed)
+    for (name, p), q in zip(x.unet.state_dict().items(), y.unet.state_dict().values()):
+        assert torch.equal(p, q), name

@@ -244,6 +244,7 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     while not run.done:
         batch = next(batches)
         step_generator.manual_seed(run_cfg.seed * 1_000_003 + run.step)
+        run.seed_step()
         with accelerator.accumulate(unet):
             loss = denoise_loss(batch, step_generator, batch["caption"])
             accelerator.backward(loss)

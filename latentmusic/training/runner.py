@@ -165,6 +165,12 @@ class Run:
             self.history.truncate_after(self.step)
         return self.step
 
+    def seed_step(self) -> None:
+        """Seed torch's global RNG (dropout, random code replacement) for the step about to run, so that a resumed
+        run draws exactly the numbers of an uninterrupted one whatever ran in between; each process differs."""
+        processes = self.accelerator.num_processes
+        torch.manual_seed((self.config.seed * 1_000_003 + self.step) * processes + self.accelerator.process_index)
+
     @property
     def done(self) -> bool:
         return self.step >= self.config.max_steps

@@ -185,6 +185,7 @@ def train_token_lm(config: TokenLMTrainingConfig | DictConfig) -> Path:
     lm.train()
     while not run.done:
         batch = next(batches)
+        run.seed_step()
         with accelerator.accumulate(lm):
             loss = lm_loss(batch, batch["caption"])
             accelerator.backward(loss)
