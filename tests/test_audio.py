@@ -171,6 +171,9 @@ def test_non_finite_samples(tmp_path, bad):
     with pytest.raises(ValueError, match=rf"{kind} samples.*torch\.nan_to_num"):
         save_audio(tmp_path / "a.wav", audio, SR)
     assert not (tmp_path / "a.wav").exists()
+    sf.write(tmp_path / "written-elsewhere.wav", audio.T.numpy(), SR, subtype="FLOAT")  # a float file can hold them
+    with pytest.raises(ValueError, match=rf"written-elsewhere.wav contains {kind} samples"):
+        load_audio(tmp_path / "written-elsewhere.wav")
 
 
 def test_wrong_rank():
