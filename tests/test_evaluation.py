@@ -10,6 +10,8 @@ import scipy.signal
 import soundfile as sf
 import torch
 
+from latentmusic import AudioAutoencoder
+from latentmusic.audio import load_audio
 from latentmusic.cli import main
 from latentmusic.data.dataset import read_metadata
 from latentmusic.evaluation import (
@@ -30,8 +32,9 @@ from latentmusic.evaluation import (
     tempo_match,
 )
 from latentmusic.evaluation.clap import clap_similarities
-from latentmusic.evaluation.cli import RESULT_KEYS
+from latentmusic.evaluation.cli import RESULT_KEYS, evaluate
 from latentmusic.evaluation.frechet import load_clip
+from latentmusic.evaluation.reconstruction import reconstruction_metrics
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -317,9 +320,14 @@ def test_cli_writes_the_documented_schema_and_reuses_cached_reference_statistics
             "frechet_distance",
             "attributes",
             "clap_score",
+            "reconstruction",
         }
     )
-    assert results["schema_version"] == 1 and results["embedding"] == "music-features-v1"
+    assert (
+        results["schema_version"] == 1
+        and results["reconstruction"] is None
+        and results["embedding"] == "music-features-v1"
+    )
     assert (results["n_generated"], results["n_reference"]) == (10, 10)
     assert results["frechet_distance"] > 0 and -1 <= results["clap_score"] <= 1
     attributes = results["attributes"]
@@ -336,6 +344,30 @@ def test_cli_writes_the_documented_schema_and_reuses_cached_reference_statistics
     assert cached["n_reference"] == 10 and cached["clap_score"] is None
     assert main([*args, "--embedding", f"encodec:{tiny_encodec_dir}", "--out", str(tmp_path / "c.json")]) == 2
     assert "holds statistics of the 'music-features-v1' embedding" in capsys.readouterr().err
+
+
+def test_reconstruction_scores_an_autoencoder_on_the_reference_clips(synthetic_sets, tmp_path):
+    """`--autoencoder` reports the recipe's reconstruction metrics over the reference clips (resampled to the
+    model's rate), exactly as computed clip by clip; it needs `--reference`."""
+    torch.manual_seed(0)
+    vae = AudioAutoencoder(sample_rate=8000, base_channels=4, max_channels=16, strides=(4, 8), latent_channels=4)
+    vae.save_pretrained(tmp_path / "vae")
+    reference = synthetic_sets / "reference"
+    args = ["evaluate", "--generated", str(synthetic_sets / "generated"), "--no-progress"]
+    args += ["--autoencoder", str(tmp_path / "vae"), "--out", str(tmp_path / "r.json")]
+    assert main([*args, "--reference", str(reference)]) == 0
+    scores = json.loads((tmp_path / "r.json").read_text())["reconstruction"]
+    expected = []
+    for path in sorted(reference.glob("*.wav")):
+        audio, _ = load_audio(path, sample_rate=8000, channels=1)
+        with torch.no_grad():
+            expected.append(reconstruction_metrics(audio[None], vae.eval()(audio[None]).sample, 8000))
+    assert scores["n_clips"] == len(expected) == 10
+    for key in ("si_sdr", "mrstft", "mel"):
+        assert scores[key] == pytest.approx(np.mean([row[key] for row in expected]), rel=1e-5), key
+    assert scores["si_sdr"] < 0 and scores["mrstft"] > 0  # an untrained model is far from its input
+    with pytest.raises(ValueError, match="--autoencoder reconstructs the --reference clips"):
+        evaluate(synthetic_sets / "generated", reference_stats=tmp_path / "none.npz", autoencoder=tmp_path / "vae")
 
 
 # On the rendered corpus: real music with known tempo and key

@@ -2,7 +2,8 @@
 
 Compares a folder of generated clips with a reference folder (Fréchet distance in an embedding space)
 and, given a ``metadata.jsonl`` for the generated clips, checks their tempo and key against the targets
-and their CLAP score against the prompts. The result is one JSON object (schema version
+and their CLAP score against the prompts; given an autoencoder, scores how well it reconstructs the
+reference clips. The result is one JSON object (schema version
 :data:`SCHEMA_VERSION`, keys :data:`RESULT_KEYS`; see ``docs/evaluation.md``).
 """
 
@@ -25,6 +26,7 @@ RESULT_KEYS = (
     "frechet_distance",
     "attributes",
     "clap_score",
+    "reconstruction",
 )
 
 
@@ -53,6 +55,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         "(local checkpoint folders)",
     )
     parser.add_argument("--clap", help="local CLAP checkpoint folder for the CLAP score (needs --metadata)")
+    parser.add_argument(
+        "--autoencoder",
+        help="autoencoder (its folder, a pipeline folder or a shipped name) whose reconstruction of the --reference "
+        "clips to score: SI-SDR, multi-resolution STFT and mel distance",
+    )
     parser.add_argument("--out", default="evaluation.json", help="JSON file to write the results to")
     parser.add_argument("--batch-size", type=int, default=8, help="clips embedded at once")
     parser.add_argument("--tempo-tolerance", type=float, default=0.08, help="relative tolerance of a right tempo")
@@ -97,6 +104,40 @@ def _metadata_clips(metadata: str | os.PathLike) -> tuple[list[Path], list[dict[
     return [folder / record["path"] for record in records], records
 
 
+def reconstruction_scores(
+    autoencoder: str | os.PathLike, reference: str | os.PathLike, progress: bool = True
+) -> dict[str, Any]:
+    """Mean reconstruction metrics of an autoencoder over the clips of a folder (each clip whole).
+
+    Args:
+        autoencoder: Its folder, a pipeline folder or a shipped checkpoint's name (see
+            :func:`~latentmusic.models.vae_utils.load_vae`).
+        reference: Folder of clips (searched recursively); they are resampled to the autoencoder's rate.
+        progress: Show a progress bar.
+
+    Returns:
+        ``autoencoder``, ``n_clips`` and the means of ``si_sdr`` (dB), ``mrstft`` and ``mel``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..audio import load_audio
+    from ..models import vae_utils
+    from .frechet import list_audio_files
+    from .reconstruction import reconstruction_metrics
+
+    vae = vae_utils.load_vae(autoencoder).eval()
+    rate, channels = vae_utils.vae_sample_rate(vae), vae_utils.vae_audio_channels(vae)
+    rows = []
+    for path in tqdm(list_audio_files(reference), desc="reconstruction", disable=not progress):
+        audio, _ = load_audio(path, sample_rate=rate, channels=channels)
+        with torch.inference_mode():
+            estimate = vae_utils.reconstruct(vae, audio[None])[0]
+        rows.append(reconstruction_metrics(audio[None], estimate, rate))
+    means = {key: sum(row[key] for row in rows) / len(rows) for key in rows[0]}
+    return {"autoencoder": str(autoencoder), "n_clips": len(rows), **means}
+
+
 def evaluate(
     generated: str | os.PathLike,
     reference: str | os.PathLike | None = None,
@@ -109,6 +150,7 @@ def evaluate(
     backend: str = "auto",
     device: str = "cpu",
     progress: bool = True,
+    autoencoder: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Evaluate a folder of generated clips (what ``latentmusic evaluate`` runs).
 
@@ -126,10 +168,12 @@ def evaluate(
         backend: Tempo and key estimators: ``"auto"``, ``"essentia"`` or ``"librosa"``.
         device: Torch device for the CLAP and EnCodec models.
         progress: Show progress bars.
+        autoencoder: An autoencoder whose reconstruction of the ``reference`` clips to score
+            (:func:`reconstruction_scores`); ``None`` skips it.
 
     Returns:
-        The results, with exactly the keys :data:`RESULT_KEYS` (``attributes`` and ``clap_score`` are
-        ``None`` when skipped).
+        The results, with exactly the keys :data:`RESULT_KEYS` (``attributes``, ``clap_score`` and
+        ``reconstruction`` are ``None`` when skipped).
 
     Raises:
         ValueError: If an input is missing, empty or inconsistent (the message says which and how to fix it).
@@ -141,6 +185,8 @@ def evaluate(
 
     if clap is not None and metadata is None:
         raise ValueError("the CLAP score needs each clip's prompt: give --metadata with captions along with --clap")
+    if autoencoder is not None and reference is None:
+        raise ValueError("--autoencoder reconstructs the --reference clips: give --reference (a folder of audio)")
     model = make_embedding(embedding, device=device)
     generated_stats = compute_statistics(generated, model, batch_size, progress, name="generated")
     generated_stats.check_enough("generated")
@@ -156,6 +202,7 @@ def evaluate(
         "frechet_distance": generated_stats.frechet_distance(reference_stats_),
         "attributes": None,
         "clap_score": None,
+        "reconstruction": None,
     }
     if metadata is not None:
         paths, records = _metadata_clips(metadata)
@@ -165,6 +212,8 @@ def evaluate(
         if clap is not None:
             prompts = [record["captions"][0] for record in records]
             results["clap_score"] = clap_score(paths, prompts, clap, batch_size=batch_size)
+    if autoencoder is not None:
+        results["reconstruction"] = reconstruction_scores(autoencoder, reference, progress)
     return results
 
 
@@ -180,6 +229,9 @@ def _print_summary(results: dict[str, Any]) -> None:
                 print(f"{name}: {summary[name]:.3f}")
     if results["clap_score"] is not None:
         print(f"CLAP score: {results['clap_score']:.4f}")
+    if results["reconstruction"] is not None:
+        rec = results["reconstruction"]
+        print(f"reconstruction: SI-SDR {rec['si_sdr']:.2f} dB, MR-STFT {rec['mrstft']:.3f}, mel {rec['mel']:.3f}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -203,6 +255,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         backend=args.backend,
         device=args.device,
         progress=not args.no_progress,
+        autoencoder=args.autoencoder,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
