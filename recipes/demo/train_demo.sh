@@ -4,7 +4,7 @@
 #   bash recipes/demo/train_demo.sh          # from the repository root, with the package installed
 #
 # Two jobs run side by side at each stage (one torch thread each, for a 2-core machine): the autoencoder and the
-# RVQ codec, then the diffusion model and the token LM with the same data, windows, batch and steps. Every
+# RVQ codec, then the diffusion model and the token LM with the same data, windows, batch and wall time. Every
 # stage resumes where it stopped when the script is run again (rendering skips finished pieces, the recipes
 # resume from their last checkpoint), so it can be trained in pieces. With a GPU, drop OMP_NUM_THREADS and add
 # run.mixed_precision=bf16 to the recipe overrides.

@@ -1,0 +1,77 @@
+"""The demo checkpoints that ship in the package (docs/model-card.md): they load by name and follow their prompts."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from latentmusic import LatentMusicPipeline, TokenMusicPipeline
+from latentmusic.checkpoints import DEFAULT_PIPELINE, SHIPPED, resolve_pretrained, shipped_path
+from latentmusic.cli import main
+
+FAST = "a fast fiddle tune on flute at 132 BPM"
+
+
+@pytest.fixture(scope="module")
+def demo() -> LatentMusicPipeline:
+    pipe = LatentMusicPipeline.from_pretrained("latentmusic/demo")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_names_resolve_to_shipped_folders_and_other_names_pass_through(tmp_path):
+    for name in SHIPPED:
+        assert (shipped_path(name) / "model_index.json").is_file()
+    assert resolve_pretrained(DEFAULT_PIPELINE) == str(shipped_path(DEFAULT_PIPELINE))
+    assert resolve_pretrained(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(KeyError, match="latentmusic/demo"):
+        shipped_path("latentmusic/nope")
+
+
+def test_the_shipped_weights_fit_the_budget_and_load_as_float32(demo):
+    total = sum(f.stat().st_size for name in SHIPPED for f in shipped_path(name).rglob("*") if f.is_file())
+    assert total <= 50e6
+    assert {p.dtype for m in (demo.unet, demo.vae, demo.text_encoder) for p in m.parameters()} == {torch.float32}
+    assert demo.sample_rate == 16000
+
+
+def envelope_variation(pipe, prompt: str, seeds: range, seconds: float = 6.0) -> np.ndarray:
+    """Per seed: how much the loudness moves (std / mean of the frame RMS): high for struck or plucked notes that
+    decay, low for sustained tones."""
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    audios = pipe([prompt] * len(seeds), audio_length_in_s=seconds, num_inference_steps=12, generator=generators,
+                  output_type="np").audios  # fmt: skip
+    assert np.isfinite(audios).all() and np.abs(audios).max(-1).min() > 1e-3  # not silence
+    rms = np.stack([librosa.feature.rms(y=audio[0])[0] for audio in audios])
+    return rms.std(-1) / rms.mean(-1)
+
+
+@pytest.mark.slow
+def test_struck_and_plucked_instruments_decay_where_a_flute_sustains(demo):
+    """The shipped model follows the instrument in its prompt: with the same starting noise, a reel asked of a
+    marimba or a harp has a more percussive loudness envelope than the same reel asked of a flute, for each of 8
+    seeds (a sign test: chance would give this once in 256 draws per pair), and by a wide margin on average.
+    (Tempo is not followed this well yet: see docs/model-card.md.)"""
+    seeds = range(8)
+    flute = envelope_variation(demo, "an Irish reel played by a flute at 120 BPM", seeds)
+    for instrument in ("marimba", "harp"):
+        struck = envelope_variation(demo, f"an Irish reel played by a {instrument} at 120 BPM", seeds)
+        assert (struck > flute).all(), (instrument, struck, flute)
+        assert struck.mean() > 1.5 * flute.mean(), (instrument, struck, flute)
+
+
+def test_the_cli_generates_with_the_demo_by_default(tmp_path, capsys):
+    out = tmp_path / "clip.wav"
+    assert main(["generate", FAST, "--seconds", "2", "--steps", "4", "--seed", "0", "--out", str(out)]) == 0
+    audio, rate = sf.read(out)
+    assert rate == 16000 and len(audio) == 32000 and np.abs(audio).max() > 1e-3
+
+
+def test_the_token_branch_demo_loads_and_generates():
+    pipe = TokenMusicPipeline.from_pretrained("latentmusic/demo-token-lm")
+    pipe.set_progress_bar_config(disable=True)
+    audio = pipe(FAST, audio_length_in_s=1.0, generator=torch.Generator().manual_seed(0), output_type="pt").audios
+    assert audio.shape[-1] == 16000 and torch.isfinite(audio).all() and audio.abs().max() > 1e-3
