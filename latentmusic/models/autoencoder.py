@@ -9,6 +9,11 @@ one. The interface is diffusers' (`encode(x).latent_dist`, `decode(z).sample`), 
 With `bottleneck="rvq"` the same network is a neural codec for the token LM: a residual vector
 quantizer (`vector-quantize-pytorch`'s `ResidualVQ`: EMA codebooks, k-means init, dead-code expiry,
 quantizer dropout) turns each latent frame into `num_quantizers` codes (`encode_codes` / `decode_codes`).
+
+With `architecture="spectral"` the encoder reads log-magnitude STFT frames and the decoder predicts a
+magnitude and phase per bin that an inverse STFT turns into audio (the Vocos head), with ConvNeXt blocks
+over frames in between. Partials land on frequency bins instead of having to be synthesised sample by
+sample, so pitch is learned in a fraction of the steps: the small-compute choice (the demo checkpoint's).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 BOTTLENECKS = ("kl", "plain", "rvq")
+ARCHITECTURES = ("waveform", "spectral")
 ACTIVATIONS = ("snake", "elu")
 
 
@@ -83,6 +89,76 @@ def _up(in_channels: int, out_channels: int, stride: int, activation: str) -> nn
     )
 
 
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv, per-frame LayerNorm, pointwise MLP, residual (ConvNeXt, as in Vocos)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.mlp = nn.Sequential(nn.Linear(channels, 3 * channels), nn.GELU(), nn.Linear(3 * channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.norm(self.depthwise(x).transpose(1, 2))).transpose(1, 2)
+
+
+def _frame_strides(stride: int) -> dict:
+    return dict(kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2))
+
+
+def _blocks(width: int, count: int) -> list[nn.Module]:
+    return [ConvNeXtBlock(width) for _ in range(count)]
+
+
+class SpectralEncoder(nn.Module):
+    """Audio → log-magnitude STFT frames (hop `strides[0]`, FFT 4× the hop) → ConvNeXt blocks, with strided
+    convolutions for the remaining `strides` → latent moments."""
+
+    def __init__(self, audio_channels: int, strides, width: int, blocks: int, out_channels: int) -> None:
+        super().__init__()
+        self.hop, self.n_fft = strides[0], 4 * strides[0]
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        layers = [nn.Conv1d(audio_channels * (self.n_fft // 2 + 1), width, 7, padding=3)]
+        for stride in strides[1:]:
+            layers += [*_blocks(width, blocks), nn.Conv1d(width, width, **_frame_strides(stride))]
+        layers += [*_blocks(width, blocks), nn.Conv1d(width, out_channels, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, samples = x.shape
+        # zero padding at the ends (not reflection), so that any length, even shorter than the FFT, is encoded
+        spec = torch.stft(x.reshape(batch * channels, samples), self.n_fft, self.hop, window=self.window,
+                          pad_mode="constant", return_complex=True)[..., : samples // self.hop]  # fmt: skip
+        features = torch.log(spec.abs() + 1e-5).reshape(batch, -1, spec.shape[-1])
+        return self.layers(features)
+
+
+class SpectralDecoder(nn.Module):
+    """Latents → ConvNeXt blocks, transposed convolutions up to the STFT frame rate → a log magnitude and a
+    phase per bin → inverse STFT (the Vocos head)."""
+
+    def __init__(self, audio_channels: int, strides, width: int, blocks: int, latent_channels: int) -> None:
+        super().__init__()
+        self.audio_channels, self.hop, self.n_fft = audio_channels, strides[0], 4 * strides[0]
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        layers = [nn.Conv1d(latent_channels, width, 7, padding=3)]
+        for stride in reversed(strides[1:]):
+            up = nn.ConvTranspose1d(width, width, **_frame_strides(stride), output_padding=stride % 2)
+            layers += [*_blocks(width, blocks), up]
+        bins = self.n_fft // 2 + 1
+        layers += [*_blocks(width, blocks), nn.Conv1d(width, 2 * audio_channels * bins, 7, padding=3)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.layers(z)
+        batch, frames = out.shape[0], out.shape[-1]
+        log_magnitude, phase = out.reshape(batch * self.audio_channels, 2, -1, frames).unbind(1)
+        spec = torch.polar(torch.exp(log_magnitude.clamp(max=8.0)), phase)
+        spec = nn.functional.pad(spec, (0, 1))  # the frame centred on the end, so the output is `frames` hops long
+        audio = torch.istft(spec, self.n_fft, self.hop, window=self.window, length=frames * self.hop)
+        return audio.reshape(batch, self.audio_channels, -1)
+
+
 class AudioAutoencoder(ModelMixin, ConfigMixin):
     r"""A continuous-latent waveform autoencoder (JEN-1 style).
 
@@ -119,6 +195,12 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         codebook_cosine_sim (`bool`, defaults to `False`): `rvq` only: l2-normalised codes and inputs, matched by
             cosine similarity (ViT-VQGAN / improved VQGAN), which keeps more codes in use; best with a small
             `codebook_dim`.
+        architecture (`str`, defaults to `"waveform"`): `"waveform"` (strided convolutions on samples, above) or
+            `"spectral"`: `strides[0]` is then the hop of an STFT (FFT size 4× the hop) whose log magnitudes the
+            encoder reads and whose magnitude and phase the decoder predicts for an inverse STFT; the other
+            strides down-sample STFT frames. All levels are `max_channels` wide (`base_channels` and
+            `activation` are unused).
+        blocks_per_level (`int`, defaults to 3): `spectral` only: ConvNeXt blocks per frame rate, in each half.
     """
 
     _supports_gradient_checkpointing = False
@@ -147,9 +229,13 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         threshold_ema_dead_code: float = 2.0,
         kmeans_init: bool = True,
         codebook_cosine_sim: bool = False,
+        architecture: str = "waveform",
+        blocks_per_level: int = 3,
     ) -> None:
         super().__init__()
         _check_config(audio_channels, strides, latent_channels, bottleneck, activation, chunk_size, chunk_context)
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
         if bottleneck == "rvq":
             self.quantizer = ResidualQuantizer(
                 latent_channels,
@@ -163,8 +249,13 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
                 kmeans_init,
                 codebook_cosine_sim,
             )
-        widths = [min(base_channels * 2**i, max_channels) for i in range(len(strides) + 1)]
         moments = 2 * latent_channels if bottleneck == "kl" else latent_channels
+        self.use_chunking = False
+        if architecture == "spectral":
+            self.encoder = SpectralEncoder(audio_channels, strides, max_channels, blocks_per_level, moments)
+            self.decoder = SpectralDecoder(audio_channels, strides, max_channels, blocks_per_level, latent_channels)
+            return
+        widths = [min(base_channels * 2**i, max_channels) for i in range(len(strides) + 1)]
         self.encoder = nn.Sequential(
             _conv(audio_channels, widths[0], 7),
             *[_down(widths[i], widths[i + 1], s, activation) for i, s in enumerate(strides)],
@@ -178,7 +269,6 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
             _conv(widths[0], audio_channels, 7),
             nn.Tanh(),
         )
-        self.use_chunking = False
 
     @property
     def hop_length(self) -> int:
