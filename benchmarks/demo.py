@@ -7,8 +7,9 @@ and the first `--seconds` of the real audio the reference. Rows, all generated w
 - **token LM**: the shipped `TokenMusicPipeline` (`latentmusic/demo-token-lm`), trained with the same budget;
 - **untrained**: the diffusion pipeline with its U-Net and text encoder re-initialised (the trained autoencoder
   kept), the baseline the Fréchet distance must beat;
-- **real**: the reference clips themselves, and **real → VAE**: them through the demo autoencoder (the ceiling
-  of what the diffusion model can reach, and how often the estimators are right on real music).
+- **real**: the reference clips themselves (how often the estimators are right on real music), **real → VAE**
+  and **real → codec**: them through the diffusion demo's autoencoder and the token demo's RVQ codec (the
+  ceilings of what each branch can reach).
 
 Columns: Fréchet distance to the reference clips (default offline embedding), tempo within ±8 % of the prompt's
 BPM and octave errors, key and mode right (`attribute_accuracy`), the Spearman correlation of estimated with
@@ -91,10 +92,11 @@ def resample_mono(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
     return resample(audio.mean(0, keepdim=True).float(), sample_rate, RATE)[0]
 
 
-def autoencode(pipe: LatentMusicPipeline, clip: torch.Tensor) -> torch.Tensor:
-    """A 16 kHz reference clip through the pipeline's autoencoder (encode, posterior mode, decode)."""
-    audio = resample(clip[None], RATE, pipe.sample_rate)[None]
-    return resample_mono(vae_utils.reconstruct(pipe.vae, audio)[0][0], pipe.sample_rate)[: clip.shape[-1]]
+def autoencode(vae, clip: torch.Tensor) -> torch.Tensor:
+    """A 16 kHz reference clip through an autoencoder or codec (encode, posterior mode or codes, decode)."""
+    rate = vae_utils.vae_sample_rate(vae)
+    audio = resample(clip[None], RATE, rate)[None]
+    return resample_mono(vae_utils.reconstruct(vae, audio)[0][0], rate)[: clip.shape[-1]]
 
 
 def clip_vectors(clips: list[torch.Tensor]) -> np.ndarray:
@@ -197,7 +199,7 @@ def main() -> None:
     diffusion = LatentMusicPipeline.from_pretrained(args.diffusion)
     diffusion.set_progress_bar_config(disable=True)
     with torch.inference_mode():
-        through_vae = [autoencode(diffusion, clip) for clip in reference]
+        through_vae = [autoencode(diffusion.vae, clip) for clip in reference]
     rows = [
         score("real", reference, records, reference, reference_vectors, None),
         score("real → VAE", through_vae, records, reference, reference_vectors, None),
@@ -207,6 +209,9 @@ def main() -> None:
         token = TokenMusicPipeline.from_pretrained(args.token)
         token.set_progress_bar_config(disable=True)
         candidates.insert(1, ("token LM", token))
+        with torch.inference_mode():
+            through_codec = [autoencode(token.codec, clip) for clip in reference]
+        rows.append(score("real → codec", through_codec, records, reference, reference_vectors, None))
     generated = {"real": reference}
     for name, pipe in candidates:
         generated[name], seconds_per_clip = generate(pipe, prompts, args)
