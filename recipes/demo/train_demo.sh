@@ -3,13 +3,12 @@
 #
 #   bash recipes/demo/train_demo.sh          # from the repository root, with the package installed
 #
-# Two jobs run side by side at each stage (one torch thread each, for a 2-core machine): the autoencoder and the
-# RVQ codec, then the diffusion model and the token LM with the same data, windows, batch and wall time. Every
-# stage resumes where it stopped when the script is run again (rendering skips finished pieces, the recipes
-# resume from their last checkpoint), so it can be trained in pieces. With a GPU, drop OMP_NUM_THREADS and add
-# run.mixed_precision=bf16 to the recipe overrides.
+# Stages: the autoencoder, then the RVQ codec (each with both cores of a 2-core machine: two torch threads); then
+# the diffusion model and the token LM side by side (one thread each) with the same data, windows, batch and wall
+# time. Every stage resumes where it stopped when the script is run again (rendering skips finished pieces, the
+# recipes resume from their last checkpoint), so it can be trained in pieces. With a GPU, drop OMP_NUM_THREADS and
+# add run.mixed_precision=bf16 to the recipe overrides.
 set -euo pipefail
-export OMP_NUM_THREADS=1
 LAUNCH=(accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no)
 
 # 16 kHz mono, at most 30 s per rendition, 2 renditions per piece: the first 105 pieces of all collections (35 string
@@ -19,10 +18,10 @@ RENDER=(--out data/demo --renditions-per-piece 2 --sample-rate 16000 --max-secon
 latentmusic render-corpus "${RENDER[@]}" --max-pieces 105
 latentmusic render-corpus "${RENDER[@]}" --max-pieces 260 --collections palestrina bach ryans oneills essen
 
-"${LAUNCH[@]}" recipes/train_autoencoder.py --config recipes/configs/demo/autoencoder.yaml "$@" & first=$!
-"${LAUNCH[@]}" recipes/train_autoencoder.py --config recipes/configs/demo/codec.yaml "$@" & second=$!
-wait $first && wait $second
+OMP_NUM_THREADS=2 "${LAUNCH[@]}" recipes/train_autoencoder.py --config recipes/configs/demo/autoencoder.yaml "$@"
+OMP_NUM_THREADS=2 "${LAUNCH[@]}" recipes/train_autoencoder.py --config recipes/configs/demo/codec.yaml "$@"
 
+export OMP_NUM_THREADS=1
 "${LAUNCH[@]}" recipes/train_diffusion.py --config recipes/configs/demo/diffusion.yaml "$@" & first=$!
 "${LAUNCH[@]}" recipes/train_token_lm.py --config recipes/configs/demo/token_lm.yaml "$@" & second=$!
 wait $first && wait $second
