@@ -233,9 +233,9 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         blocks_per_level: int = 3,
     ) -> None:
         super().__init__()
-        _check_config(audio_channels, strides, latent_channels, bottleneck, activation, chunk_size, chunk_context)
-        if architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
+        _check_config(
+            audio_channels, strides, latent_channels, bottleneck, activation, architecture, chunk_size, chunk_context
+        )
         if bottleneck == "rvq":
             self.quantizer = ResidualQuantizer(
                 latent_channels,
@@ -632,7 +632,9 @@ def _check_quantizer_config(num_quantizers, codebook_size, codebook_dim, commitm
         )
 
 
-def _check_config(audio_channels, strides, latent_channels, bottleneck, activation, chunk_size, chunk_context) -> None:
+def _check_config(
+    audio_channels, strides, latent_channels, bottleneck, activation, architecture, chunk_size, chunk_context
+) -> None:
     if audio_channels not in (1, 2):
         raise ValueError(f"audio_channels must be 1 (mono) or 2 (stereo), got {audio_channels}")
     if not strides or any(int(s) < 1 for s in strides):
@@ -643,4 +645,6 @@ def _check_config(audio_channels, strides, latent_channels, bottleneck, activati
         raise ValueError(f"unknown bottleneck {bottleneck!r}; choose from {BOTTLENECKS}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose from {ACTIVATIONS}")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
     _check_chunks(chunk_size, chunk_context)
