@@ -22,6 +22,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from .codebook_patterns import PATTERNS, CodebookPattern, get_pattern
+from .config_checks import strict_config
 
 
 @dataclass
@@ -177,6 +178,7 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
+@strict_config
 class TokenLM(ModelMixin, ConfigMixin):
     r"""A transformer decoder over the K codebook streams of an RVQ codec, conditioned on text (MusicGen-style).
 
