@@ -41,7 +41,7 @@ def test_bad_input_is_an_error_message_not_a_traceback(pipeline_dir, tmp_path, c
     assert generate(pipeline_dir, tmp_path / "x.wav", "--scheduler", "warp") == 2
     assert "unknown scheduler 'warp'" in capsys.readouterr().err
     assert generate(pipeline_dir, tmp_path / "x.wav", "--seconds", "-1") == 2
-    assert "must be positive" in capsys.readouterr().err
+    assert "audio_length_in_s must be in (0, 3600]" in capsys.readouterr().err
     assert generate(pipeline_dir, tmp_path / "x.mp3") == 2
     assert "unsupported audio format" in capsys.readouterr().err
 
