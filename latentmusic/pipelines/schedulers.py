@@ -125,7 +125,7 @@ def check_scheduler_fits(scheduler: Any, trained: Objective) -> None:
         return
     fitting = ", ".join(scheduler_names(trained.family == "flow")) if trained.family in ("flow", "ddpm") else "none"
     if current.family != trained.family:
-        problem = f"{type(scheduler).__name__} is a {current.family} scheduler"
+        problem = f"{type(scheduler).__name__} belongs to the {current.family} family"
     else:
         problem = f"{type(scheduler).__name__} predicts {current.prediction_type}"
     raise ValueError(
