@@ -58,7 +58,10 @@ def _generate(args: argparse.Namespace) -> int:
         **task,
     ).audios
     for path, audio in zip(outputs, audios):
-        save_audio(path, audio, pipe.sample_rate)
+        try:
+            save_audio(path, audio, pipe.sample_rate)
+        except RuntimeError as error:  # soundfile's LibsndfileError: the disk filled up, the folder went away
+            raise OSError(f"could not write {path}: {error}") from None
         print(f"wrote {path} ({audio.shape[-1] / pipe.sample_rate:.1f} s)")
     return 0
 
@@ -147,6 +150,16 @@ def _output_paths(out: Path, n: int) -> list[Path]:
         raise UsageError(f"--out {str(out)!r}: {existing} is a file, so nothing can be written under it")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--out {str(out)!r}: {existing} is not writable; choose another folder")
+    if parent.is_dir():  # try it: permissions are not the only reason a file cannot be made
+        for path in paths:
+            existed = path.exists()
+            try:
+                with open(path, "ab"):
+                    pass
+            except OSError as error:
+                raise UsageError(f"--out {str(path)!r} cannot be written ({error.strerror or error})") from None
+            if not existed:
+                path.unlink()
     return paths
 
 

@@ -147,7 +147,7 @@ def check_generator(generator: Any, total: int) -> None:
 
 
 def check_audio_argument(audio: Any, sample_rate: Any, name: str, rate_name: str, batch: int | None = None) -> float:
-    """Conditioning audio, as the pipelines take it, and its sample rate; returns its length in seconds.
+    """Check conditioning audio, as the pipelines take it, and its sample rate.
 
     Args:
         audio: `(samples,)`, `(channels, samples)` or `(n, channels, samples)` floats as a tensor or NumPy array.
@@ -155,6 +155,9 @@ def check_audio_argument(audio: Any, sample_rate: Any, name: str, rate_name: str
         name: The audio's argument name.
         rate_name: The sample rate's argument name.
         batch: Prompts in the call; a 3-D `audio` holds one clip or one per prompt (`None`: no 3-D audio).
+
+    Returns:
+        The audio's length in seconds.
     """
     if not isinstance(audio, (torch.Tensor, np.ndarray)):
         raise TypeError(
