@@ -7,6 +7,7 @@ scheduler, every bad input (refused before any model work), and an oracle of cla
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -316,6 +317,7 @@ BAD_INPUTS = [
     ({"guidance_scale": 1.0, "negative_prompt": "noise"}, ValueError, "guidance_scale > 1"),
     ({"audio_length_in_s": float("nan")}, ValueError, "audio_length_in_s must be a finite number"),
     ({"audio_length_in_s": 0}, ValueError, r"audio_length_in_s must be in \(0, 3600\]"),
+    ({"audio_length_in_s": "10"}, TypeError, "audio_length_in_s must be a number"),
     ({"audio_length_in_s": 7200.0}, ValueError, r"audio_length_in_s must be in \(0, 3600\]"),
     ({"num_waveforms_per_prompt": 0}, ValueError, "num_waveforms_per_prompt must be a positive integer"),
     ({"num_waveforms_per_prompt": 2.0}, ValueError, "num_waveforms_per_prompt must be a positive integer"),
@@ -353,6 +355,8 @@ DIFFUSION_BAD_INPUTS = [
     ({"latents": torch.zeros(1, 4, 10)}, ValueError, r"`latents` have shape \(1, 4, 10\)"),
     ({"latents": np.zeros((1, 4, 63))}, TypeError, "`latents` must be a torch.Tensor"),
     ({"num_inference_steps": 2.5}, ValueError, "num_inference_steps must be a positive integer"),
+    ({"num_inference_steps": 5000}, ValueError, "more than the 1000 timesteps the model was trained on"),
+    ({"prompt": None, "story": [("a calm chorale", 0.999), ("a reel", 0.0001)]}, ValueError, "story segment 1 .* shorter than one latent frame"),  # noqa: E501
     ({"eta": 2.0}, ValueError, r"eta must be in \[0, 1\]"),
     ({"audio": GOOD_AUDIO, "audio_sample_rate": 8000, "strength": float("nan")}, ValueError, "strength must be a finite"),  # noqa: E501
     ({"audio": GOOD_AUDIO, "audio_sample_rate": 8000, "mask": [(0.1, 0.2, 0.3)]}, ValueError, "not a .start_s, end_s. pair"),  # noqa: E501
@@ -390,5 +394,14 @@ def test_bad_input_is_refused_before_any_model_work(no_model_work, contract_name
     pipe = no_model_work(contract.make())
     if "audio" in kwargs and contract.name == "diffusion" and "mask" not in kwargs and "strength" not in kwargs:
         kwargs = {"audio_length_in_s": 0.5, **kwargs}  # continuation needs a longer clip than the prefix
+    if "story" in kwargs:
+        kwargs = {"audio_length_in_s": None, **kwargs}  # a story's length is the sum of its segments
     with pytest.raises(error, match=message):
         run(pipe, contract, seed=None, **kwargs)
+
+
+def test_a_window_overlap_that_cannot_act_is_a_warning(caplog):
+    pipe = CONTRACTS["diffusion"].make()
+    with caplog.at_level(logging.WARNING):
+        run(pipe, CONTRACTS["diffusion"], window_overlap_in_s=0.1)
+    assert "window_overlap_in_s=0.1 has no effect: 0.25 s fits in one 2.0 s window" in caplog.text

@@ -173,6 +173,12 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             negative_attention_mask, "negative_attention_mask", negative_prompt_embeds, "negative_prompt_embeds"
         )
         check_positive_int(num_inference_steps, "num_inference_steps")
+        train_steps = self.scheduler.config.get("num_train_timesteps")
+        if train_steps is not None and num_inference_steps > train_steps:
+            raise ValueError(
+                f"num_inference_steps={num_inference_steps} is more than the {train_steps} timesteps the model was "
+                f"trained on; use at most {train_steps} (20-50 is typical)"
+            )
         check_positive_int(num_waveforms_per_prompt, "num_waveforms_per_prompt")
         check_real(eta, "eta", minimum=0.0, maximum=1.0, hint="DDIM's eta: 0 is deterministic, 1 is DDPM-like")
         check_output_type(output_type)
@@ -194,6 +200,11 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
         if window_overlap_in_s is not None:
             window = self.max_audio_length_in_s or audio_length_in_s
+            if story is None and audio_length_in_s <= window + 1e-6:
+                logger.warning(
+                    f"window_overlap_in_s={window_overlap_in_s} has no effect: {audio_length_in_s} s fits in one "
+                    f"{window} s window (it acts on long-form and story generation)"
+                )
             check_real(window_overlap_in_s, "window_overlap_in_s", minimum=0.0)
             if window_overlap_in_s >= window:
                 raise ValueError(
@@ -317,6 +328,17 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
                 f"`mask`, `strength` and `latents` work within one window of at most {self.max_audio_length_in_s} s "
                 "(no story); long-form generation and story mode take a prompt or segments and, optionally, a prefix"
             )
+        if story is not None:
+            # a segment that ends in the same latent frame as the one before would have no frames: its prompt unused
+            prompts, seconds = parse_story(story)
+            ends = [self.latent_length(end) for end in np.cumsum(seconds).tolist()]
+            for index, (start, end) in enumerate(zip([0, *ends], ends)):
+                if end <= start:
+                    frame = vae_utils.vae_hop_length(self.vae) / self.sample_rate
+                    raise ValueError(
+                        f"story segment {index} ({prompts[index]!r}, {seconds[index]} s) is shorter than one latent "
+                        f"frame ({frame:.3f} s), so its prompt would never be heard; make it longer"
+                    )
 
     # -- the call -------------------------------------------------------------------------------------------
 
