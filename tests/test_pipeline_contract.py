@@ -21,6 +21,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline, EDMDPMSolverMultistepSch
 import latentmusic.models.token_lm as token_lm_module
 from latentmusic import LatentMusicPipeline, TokenMusicPipeline
 from latentmusic.checkpoints import SHIPPED, shipped_path
+from latentmusic.pipelines.checks import check_device_dtype
 from latentmusic.pipelines.schedulers import SCHEDULERS, make_scheduler, scheduler_names
 from latentmusic.training.objectives import make_training_scheduler
 
@@ -405,3 +406,12 @@ def test_a_window_overlap_that_cannot_act_is_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         run(pipe, CONTRACTS["diffusion"], window_overlap_in_s=0.1)
     assert "window_overlap_in_s=0.1 has no effect: 0.25 s fits in one 2.0 s window" in caplog.text
+
+
+def test_bfloat16_on_a_gpu_without_it_is_refused_naming_the_fix(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "an old GPU")
+    with pytest.raises(ValueError, match=r"an old GPU has no bfloat16; use pipe.to\(torch.float16\)"):
+        check_device_dtype(torch.device("cuda"), torch.bfloat16)
+    check_device_dtype(torch.device("cuda"), torch.float16)  # float16 is fine there
+    check_device_dtype(torch.device("cpu"), torch.bfloat16)  # and CPUs have bfloat16

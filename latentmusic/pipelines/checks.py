@@ -202,3 +202,17 @@ def check_audio_argument(audio: Any, sample_rate: Any, name: str, rate_name: str
             "clean it first, e.g. torch.nan_to_num(audio)"
         )
     return shape[-1] / float(sample_rate)
+
+
+def check_device_dtype(device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse bfloat16 on a GPU that has none, before the first kernel fails with a raw CUDA error.
+
+    Args:
+        device: Where the pipeline runs (`pipe._execution_device`).
+        dtype: The denoiser's dtype.
+    """
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"the pipeline is in bfloat16 but {torch.cuda.get_device_name(device)} has no bfloat16; "
+            "use pipe.to(torch.float16) or float32"
+        )

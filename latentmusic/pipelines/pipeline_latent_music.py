@@ -20,6 +20,7 @@ from ..models import AudioAutoencoder, vae_utils
 from .checks import (
     check_attention_mask,
     check_audio_argument,
+    check_device_dtype,
     check_float_tensor,
     check_generator,
     check_positive_int,
@@ -180,6 +181,7 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
                 f"trained on; use at most {train_steps} (20-50 is typical)"
             )
         check_positive_int(num_waveforms_per_prompt, "num_waveforms_per_prompt")
+        check_device_dtype(self._execution_device, self.unet.dtype)
         check_real(eta, "eta", minimum=0.0, maximum=1.0, hint="DDIM's eta: 0 is deterministic, 1 is DDPM-like")
         check_output_type(output_type)
         check_generator(generator, batch_size * num_waveforms_per_prompt)

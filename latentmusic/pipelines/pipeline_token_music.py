@@ -11,7 +11,13 @@ from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
 from diffusers.utils import logging
 
 from ..models.token_lm import check_sampling_args
-from .checks import check_attention_mask, check_audio_argument, check_generator, check_positive_int
+from .checks import (
+    check_attention_mask,
+    check_audio_argument,
+    check_device_dtype,
+    check_generator,
+    check_positive_int,
+)
 from .common import (
     TextToMusicMixin,
     as_prompt_list,
@@ -136,6 +142,7 @@ class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             negative_attention_mask, "negative_attention_mask", negative_prompt_embeds, "negative_prompt_embeds"
         )
         check_positive_int(num_waveforms_per_prompt, "num_waveforms_per_prompt")
+        check_device_dtype(self._execution_device, self.lm.dtype)
         check_sampling_args(top_k, top_p, temperature)
         check_output_type(output_type)
         check_generator(generator, batch_size * num_waveforms_per_prompt)
