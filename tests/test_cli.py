@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import soundfile as sf
 
+from latentmusic import LatentMusicPipeline, TokenMusicPipeline
 from latentmusic.cli import main
+from latentmusic.pipelines.schedulers import SCHEDULERS
 
 from .conftest import make_tiny_pipe
+from .test_pipeline_token_music import make_tiny_token_pipe
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +46,113 @@ def test_bad_input_is_an_error_message_not_a_traceback(pipeline_dir, tmp_path, c
     assert generate(pipeline_dir, tmp_path / "x.wav", "--scheduler", "warp") == 2
     assert "unknown scheduler 'warp'" in capsys.readouterr().err
     assert generate(pipeline_dir, tmp_path / "x.wav", "--seconds", "-1") == 2
-    assert "must be positive" in capsys.readouterr().err
+    assert "--seconds must be in (0, 3600], got -1.0" in capsys.readouterr().err
     assert generate(pipeline_dir, tmp_path / "x.mp3") == 2
-    assert "unsupported audio format" in capsys.readouterr().err
+    assert "unsupported audio format '.mp3'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if the pipeline loads: argument errors must come first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model loaded before the arguments were checked")
+
+    monkeypatch.setattr(LatentMusicPipeline, "from_pretrained", refuse)
+    monkeypatch.setattr(TokenMusicPipeline, "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--scheduler", "flow-euler"], "does not fit this noise/v-prediction model"),
+        (["--seconds", "nan"], "--seconds must be in"),
+        (["--seconds", "1e9"], "--seconds must be in"),
+        (["--steps", "0"], "--steps must be a positive integer, got 0"),
+        (["-n", "0"], "-n must be a positive integer, got 0"),
+        (["--guidance", "nan"], "--guidance must be a finite number >= 0"),
+        (["--guidance", "-2"], "--guidance must be a finite number >= 0"),
+        (["--guidance", "1", "--negative-prompt", "noise"], "use --guidance > 1"),
+        (["--seed", "-1"], "--seed must be a non-negative integer"),
+        (["--audio", "MISSING.wav", "--continue", "--seconds", "1"], "audio file not found"),
+        (["--audio", "NOT_AUDIO.wav", "--strength", "0.5"], "could not decode"),
+        (["--audio", "PREFIX", "--continue"], "must be longer than --audio's 0.50 s"),
+        (["--audio", "PREFIX", "--strength", "2"], "--strength must be in [0, 1]"),
+        (["--melody", "MISSING.wav"], "audio file not found"),
+        (["--out", "x.mp3"], "unsupported audio format '.mp3'"),
+        (["--out", "FOLDER"], "is a folder"),
+        (["--out", "UNDER_A_FILE"], "is a file, so nothing can be written under it"),
+        (["--out", "READ_ONLY"], "is not writable"),
+        (["--out", "/proc/latentmusic.wav"], "cannot be written"),  # a folder no one can make files in
+        (["--model", "NO_SUCH_FOLDER"], "is not a folder; pass a folder written by save_pretrained"),
+        (["--model", "FOLDER"], "has no model_index.json"),
+    ],
+)
+def test_argument_errors_come_before_the_model_loads(
+    pipeline_dir, prefix_file, tmp_path, capsys, no_model_load, extra, message
+):
+    (tmp_path / "not-audio.wav").write_text("hello")
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "read-only").mkdir(mode=0o500)
+    names = {
+        "MISSING.wav": tmp_path / "missing.wav",
+        "NOT_AUDIO.wav": tmp_path / "not-audio.wav",
+        "PREFIX": prefix_file,
+        "FOLDER": tmp_path / "folder",
+        "UNDER_A_FILE": tmp_path / "a-file" / "out.wav",
+        "READ_ONLY": tmp_path / "read-only" / "out.wav",
+        "NO_SUCH_FOLDER": tmp_path / "nowhere",
+    }
+    if "READ_ONLY" in extra and os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    if any(e.startswith("/proc/") for e in extra) and not os.path.isdir("/proc"):
+        pytest.skip("no /proc here")
+    extra = [str(names.get(e, e)) for e in extra]
+    assert generate(pipeline_dir, tmp_path / "x.wav", *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("story", "message"),
+    [
+        (["calm organ:abc"], "'abc' is not a number of seconds"),
+        (["calm organ"], "is not 'prompt:seconds'"),
+        (["calm organ:-2"], "positive, finite number of seconds"),
+        ([":4"], "has no prompt"),
+    ],
+)
+def test_bad_story_segments_are_named(pipeline_dir, tmp_path, capsys, no_model_load, story, message):
+    args = ["generate", "--model", str(pipeline_dir), "--story", *story, "--out", str(tmp_path / "s.wav")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--story: story segment 0" in err and message in err
+
+
+def test_generate_help_lists_every_scheduler(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(name in help_text for name in SCHEDULERS)
+
+
+def test_a_token_lm_pipeline_generates_and_refuses_diffusion_options(tmp_path, capsys):
+    folder = tmp_path / "token-pipe"
+    make_tiny_token_pipe().save_pretrained(folder)
+    args = ["generate", "a folk song", "--model", str(folder), "--seconds", "0.05", "--seed", "0"]
+    assert main([*args, "--out", str(tmp_path / "t.wav")]) == 0
+    audio, rate = sf.read(tmp_path / "t.wav")
+    assert rate == 8000 and len(audio) == 400 and abs(audio).max() > 0
+    assert main([*args, "--steps", "10", "--out", str(tmp_path / "u.wav")]) == 2
+    assert "--steps work with diffusion models" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def prefix_file(pipeline_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("prefix") / "prefix.wav"
+    assert generate(pipeline_dir, path, "--seed", "0") == 0
+    return path
 
 
 def test_continue_inpaint_remix_and_story(pipeline_dir, tmp_path, capsys):

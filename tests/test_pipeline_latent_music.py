@@ -155,19 +155,6 @@ def test_a_pipeline_saved_in_float16_loads_in_float32_unless_asked(tmp_path):
     assert next(half.text_encoder.parameters()).dtype == next(half.unet.parameters()).dtype == torch.float16
 
 
-@pytest.mark.parametrize("name", scheduler_names(flow=False))
-def test_every_fitting_scheduler_runs_and_reproduces(tiny_pipe, name):
-    original = tiny_pipe.scheduler
-    try:
-        tiny_pipe.scheduler = make_scheduler(name, original)
-        audio = run(tiny_pipe, seed=1, num_inference_steps=4)
-        assert audio.shape == (1, 1, int(SECONDS * tiny_pipe.sample_rate))
-        assert np.isfinite(audio).all()
-        np.testing.assert_array_equal(audio, run(tiny_pipe, seed=1, num_inference_steps=4))
-    finally:
-        tiny_pipe.scheduler = original
-
-
 def test_scheduler_swap_changes_sampling_not_the_interface(tiny_pipe):
     original = tiny_pipe.scheduler
     try:
@@ -185,8 +172,8 @@ def test_scheduler_swap_changes_sampling_not_the_interface(tiny_pipe):
 def test_a_flow_matching_model_samples_along_its_velocity_field():
     """With the flow objective the pipeline runs `flow-euler` (and refuses noise schedulers); fed the exact velocity
     of the straight path to a target latent, `noise - target`, its sampler lands on that target from any noise."""
-    pipe = make_tiny_pipe()
-    pipe.scheduler = make_training_scheduler("flow")
+    pipe = LatentMusicPipeline(**{**make_tiny_pipe().components, "scheduler": make_training_scheduler("flow")})
+    pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = make_scheduler("flow-euler", pipe.scheduler)
     with pytest.raises(ValueError, match="does not fit this flow-matching model"):
         make_scheduler("dpm++", pipe.scheduler)
@@ -230,8 +217,8 @@ def test_long_text_is_truncated_with_a_warning(tiny_pipe, caplog):
     [
         ({"prompt": []}, "empty list"),
         ({"prompt": "   "}, "is empty"),
-        ({"audio_length_in_s": -1.0}, "must be positive"),
-        ({"audio_length_in_s": 1e4}, "longer than 3600.0 s"),
+        ({"audio_length_in_s": -1.0}, r"audio_length_in_s must be in \(0, 3600\]"),
+        ({"audio_length_in_s": 1e4}, r"audio_length_in_s must be in \(0, 3600\]"),
         ({"guidance_scale": 0.5, "negative_prompt": "noise"}, "guidance_scale > 1"),
         ({"num_inference_steps": 0}, "positive integer"),
         ({"output_type": "wav"}, "output_type must be one of"),

@@ -35,6 +35,8 @@ def music(seconds: float, sample_rate: int = 8000, seed: int = 0) -> torch.Tenso
 
 def generate(pipe, seed=0, **kwargs):
     kwargs = {"prompt": PROMPT, "num_inference_steps": STEPS, "output_type": "pt", **kwargs}
+    if "audio" in kwargs:
+        kwargs.setdefault("audio_sample_rate", 8000)  # the tiny pipeline's rate, which `music` renders at
     return pipe(generator=torch.Generator().manual_seed(seed), **kwargs).audios
 
 
@@ -152,7 +154,7 @@ def test_num_waveforms_per_prompt_with_a_prefix(pipe):
         ({"mask": [(0.0, 1.0)]}, "pass it as `audio=`"),
         ({"prompt": None, "story": []}, "story is empty"),
         ({"story": [("a", 1.0)]}, "either `story` segments or `prompt`"),
-        ({"prompt": None, "story": [("a", 0.0)]}, "positive number of seconds"),
+        ({"prompt": None, "story": [("a", 0.0)]}, "positive, finite number of seconds"),
         ({"prompt": None, "story": ["no seconds"]}, "is not 'prompt:seconds'"),
         ({"audio": music(3.0), "mask": [(0.0, 1.0)]}, "work within one window"),
         ({"audio": torch.full((1, 800), float("nan")), "audio_length_in_s": 1.0}, "NaN"),

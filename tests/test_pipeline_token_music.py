@@ -148,10 +148,11 @@ def test_audio_prompt_is_continued(tiny_pipe):
     prompt_audio = torch.from_numpy(run(tiny_pipe, seed=7, audio_length_in_s=0.02))[0]  # (channels, samples)
     prompt_codes = tiny_pipe.codec.encode_codes(prompt_audio[None])[:, :3]
     whole = prompt_audio.shape[-1] // tiny_pipe.codec.hop_length
-    codes = run(tiny_pipe, prompt=[PROMPT, "organ"], audio=prompt_audio, output_type="latent")
+    rate = tiny_pipe.sample_rate
+    codes = run(tiny_pipe, prompt=[PROMPT, "organ"], audio=prompt_audio, audio_sample_rate=rate, output_type="latent")
     assert codes.shape == (2, 3, tiny_pipe.num_frames(SECONDS))
     assert torch.equal(codes[:, :, :whole], prompt_codes[..., :whole].expand(2, -1, -1))
-    audio = run(tiny_pipe, audio=prompt_audio.numpy())  # NumPy works too
+    audio = run(tiny_pipe, audio=prompt_audio.numpy(), audio_sample_rate=rate)  # NumPy works too
     assert audio.shape == (1, 1, round(SECONDS * tiny_pipe.sample_rate))
 
 
@@ -177,7 +178,7 @@ def test_every_pattern_generates(pattern):
     [
         ({"prompt": []}, "empty list"),
         ({"prompt": "   "}, "is empty"),
-        ({"audio_length_in_s": -1.0}, "must be positive"),
+        ({"audio_length_in_s": -1.0}, r"audio_length_in_s must be in \(0, 3600\]"),
         ({"audio_length_in_s": 1e-6}, "less than one sample"),
         ({"top_p": 0.0}, "top_p must be in"),
         ({"top_p": 1.5}, "top_p must be in"),
@@ -188,9 +189,8 @@ def test_every_pattern_generates(pattern):
         ({"output_type": "wav"}, "output_type must be one of"),
         ({"callback_on_step_end_tensor_inputs": ["latents"]}, "not available"),
         ({"negative_prompt": ["a", "b"]}, "negative_prompt` has 2 entries"),
-        ({"audio": torch.zeros(2, 400)}, "1 channel"),
-        ({"audio": torch.zeros(1, 10)}, "less than one codec frame"),
-        ({"audio": torch.zeros(1, 416)}, "longer clip than the prompt"),
+        ({"audio": torch.zeros(1, 10), "audio_sample_rate": 8000}, "less than one codec frame"),
+        ({"audio": torch.zeros(1, 416), "audio_sample_rate": 8000}, "longer clip than the prompt"),
         ({"prompt_embeds": torch.zeros(1, 5, 17), "prompt": None}, "hidden size"),
     ],
 )

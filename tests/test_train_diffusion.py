@@ -89,12 +89,12 @@ def test_tiny_diffusion_model_learns_and_listens_to_its_captions(corpus_dir, vae
             generator = torch.Generator().manual_seed(seed)
             return pipe(caption, num_inference_steps=10, generator=generator, output_type="pt", **kwargs)
 
-        continued = generate(audio=item["audio"][:, :16000], audio_length_in_s=2.0).audios[0]
+        continued = generate(audio=item["audio"][:, :16000], audio_sample_rate=16000, audio_length_in_s=2.0).audios[0]
         fresh = generate(audio_length_in_s=1.0).audios[0]
         joined.append(seam_flux(continued, 16000))
         pasted.append(seam_flux(torch.cat([continued[:, :16000], fresh], dim=-1), 16000))
 
-        inpainted = generate(audio=item["audio"], mask=[(0.75, 1.25)]).audios[0]
+        inpainted = generate(audio=item["audio"], audio_sample_rate=16000, mask=[(0.75, 1.25)]).audios[0]
         patch = generate(audio_length_in_s=0.5).audios[0]
         naive = torch.cat([inpainted[:, :12000], patch, inpainted[:, 20000:]], dim=-1)
         joined += [seam_flux(inpainted, 12000), seam_flux(inpainted, 20000)]

@@ -18,7 +18,6 @@ sample, so pitch is learned in a fraction of the steps: the small-compute choice
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -29,6 +28,8 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from .config_checks import strict_config
 
 BOTTLENECKS = ("kl", "plain", "rvq")
 ARCHITECTURES = ("waveform", "spectral")
@@ -127,10 +128,12 @@ class SpectralEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, samples = x.shape
         # zero padding at the ends (not reflection), so that any length, even shorter than the FFT, is encoded
-        spec = torch.stft(x.reshape(batch * channels, samples), self.n_fft, self.hop, window=self.window,
-                          pad_mode="constant", return_complex=True)[..., : samples // self.hop]  # fmt: skip
+        # the STFT runs in float32, as the decoder's inverse does (no complex bfloat16/float16)
+        spec = torch.stft(x.float().reshape(batch * channels, samples), self.n_fft, self.hop,
+                          window=self.window.float(), pad_mode="constant",
+                          return_complex=True)[..., : samples // self.hop]  # fmt: skip
         features = torch.log(spec.abs() + 1e-5).reshape(batch, -1, spec.shape[-1])
-        return self.layers(features)
+        return self.layers(features.to(x.dtype))
 
 
 class SpectralDecoder(nn.Module):
@@ -152,13 +155,17 @@ class SpectralDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.layers(z)
         batch, frames = out.shape[0], out.shape[-1]
-        log_magnitude, phase = out.reshape(batch * self.audio_channels, 2, -1, frames).unbind(1)
+        # The inverse STFT runs in float32: complex bfloat16/float16 do not exist (torch.polar refuses them), and
+        # the phase of a low-precision spectrum would be audibly coarse. The audio goes back in the input's dtype.
+        log_magnitude, phase = out.float().reshape(batch * self.audio_channels, 2, -1, frames).unbind(1)
         spec = torch.polar(torch.exp(log_magnitude.clamp(max=8.0)), phase)
         spec = nn.functional.pad(spec, (0, 1))  # the frame centred on the end, so the output is `frames` hops long
-        audio = torch.istft(spec, self.n_fft, self.hop, window=self.window, length=frames * self.hop)
-        return audio.reshape(batch, self.audio_channels, -1)
+        window = self.window.float()
+        audio = torch.istft(spec, self.n_fft, self.hop, window=window, length=frames * self.hop)
+        return audio.reshape(batch, self.audio_channels, -1).to(out.dtype)
 
 
+@strict_config
 class AudioAutoencoder(ModelMixin, ConfigMixin):
     r"""A continuous-latent waveform autoencoder (JEN-1 style).
 
@@ -279,16 +286,6 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
     def latent_rate(self) -> float:
         """Latent frames per second."""
         return self.config.sample_rate / self.hop_length
-
-    @classmethod
-    def from_config(cls, config=None, return_unused_kwargs: bool = False, **kwargs):
-        """As diffusers' `from_config`, but a key the model does not know is an error, not a silent no-op."""
-        model, unused = super().from_config(config, return_unused_kwargs=True, **kwargs)
-        unknown = sorted(k for k in unused if not k.startswith("_"))
-        if unknown:
-            valid = ", ".join(sorted(inspect.signature(cls.__init__).parameters.keys() - {"self"}))
-            raise ValueError(f"unknown AudioAutoencoder config keys {unknown}; valid keys: {valid}")
-        return (model, {}) if return_unused_kwargs else model
 
     # -- chunking ----------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from .codebook_patterns import PATTERNS, CodebookPattern, get_pattern
+from .config_checks import strict_config
 
 
 @dataclass
@@ -177,6 +178,7 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
+@strict_config
 class TokenLM(ModelMixin, ConfigMixin):
     r"""A transformer decoder over the K codebook streams of an RVQ codec, conditioned on text (MusicGen-style).
 
@@ -467,12 +469,12 @@ def check_sampling_args(top_k: int | None, top_p: float | None, temperature: flo
         top_p: See `sample_tokens`.
         temperature: See `sample_tokens`.
     """
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 0):
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
         raise ValueError(f"top_k must be a non-negative integer (0 or None: no limit), got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] (None or 1: no nucleus filtering), got {top_p}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
+    if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and 0 <= temperature < math.inf):
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
 
 
 def _cross_mask(mask: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:

@@ -21,6 +21,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .config_checks import strict_config
+
 # Added to the attention logits of padded text tokens, as diffusers' UNet2DConditionModel does: large
 # enough that their softmax weight underflows to zero, small enough to stay finite in half precision.
 _MASKED_LOGIT_BIAS = -10000.0
@@ -343,6 +345,7 @@ class SecondsEmbedding(nn.Module):
         return self.mlp(torch.cat([position, angles.sin(), angles.cos()], dim=-1))
 
 
+@strict_config
 class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin):
     r"""A conditional 1-D U-Net that predicts noise (or sample, or velocity) for latent audio sequences.
 

@@ -16,6 +16,8 @@ import torch
 from diffusers.utils import logging
 
 from ..checkpoints import resolve_pretrained
+from .checks import MAX_SECONDS, check_float_tensor, check_real
+from .loading import check_pipeline_folder
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -65,10 +67,13 @@ def check_prompt_inputs(
     guidance_scale: float,
 ) -> int:
     """Validate the text side of a pipeline call and return the number of prompts."""
+    check_real(guidance_scale, "guidance_scale", minimum=0.0, hint="1 disables guidance")
     if (prompt is None) == (prompt_embeds is None):
         raise ValueError("pass exactly one of `prompt` or `prompt_embeds`")
-    if prompt_embeds is not None and prompt_embeds.ndim != 3:
-        raise ValueError(f"`prompt_embeds` must have shape (batch, tokens, hidden), got {tuple(prompt_embeds.shape)}")
+    if prompt_embeds is not None:
+        check_float_tensor(prompt_embeds, "prompt_embeds", ndim=3)
+    if negative_prompt_embeds is not None:
+        check_float_tensor(negative_prompt_embeds, "negative_prompt_embeds", ndim=3)
     batch_size = len(prompt) if prompt is not None else prompt_embeds.shape[0]
     if negative_prompt is not None and len(negative_prompt) not in (1, batch_size):
         raise ValueError(
@@ -90,8 +95,6 @@ def check_prompt_inputs(
             f"a negative prompt only acts through classifier-free guidance, but guidance_scale={guidance_scale}; "
             "use guidance_scale > 1 (e.g. 4.0) or drop the negative prompt"
         )
-    if guidance_scale < 0:
-        raise ValueError(f"guidance_scale must be >= 0 (1 disables guidance), got {guidance_scale}")
     return batch_size
 
 
@@ -168,20 +171,8 @@ def check_text_and_length(
             f"`prompt_embeds` have hidden size {prompt_embeds.shape[-1]}, but the {model_name} cross-attends to "
             f"{cross_attention_dim}; encode them with this pipeline's `encode_prompt`"
         )
-    if not audio_length_in_s > 0:
-        raise ValueError(f"audio_length_in_s must be positive, got {audio_length_in_s}")
+    check_real(audio_length_in_s, "audio_length_in_s", minimum=0.0, maximum=MAX_SECONDS, exclusive_minimum=True)
     return batch_size
-
-
-def check_positive_int(value: int, name: str) -> None:
-    """Reject anything but a positive integer for the argument `name`.
-
-    Args:
-        value: The argument's value.
-        name: The argument's name, for the message.
-    """
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
 
 
 def check_callback_tensor_inputs(requested: list[str] | None, available: list[str]) -> None:
@@ -282,8 +273,12 @@ class TextToMusicMixin:
 
         Without `torch_dtype` every component loads in float32, as diffusers loads its own models: otherwise a
         `transformers` text encoder saved in float16 would load in float16 beside float32 diffusers models."""
-        kwargs.setdefault("torch_dtype", torch.float32)
-        return super().from_pretrained(resolve_pretrained(pretrained_model_name_or_path), **kwargs)
+        if kwargs.get("torch_dtype") is None:
+            kwargs.pop("torch_dtype", None)  # diffusers' deprecated name for `dtype`
+            kwargs.setdefault("dtype", torch.float32)
+        folder = resolve_pretrained(pretrained_model_name_or_path)
+        check_pipeline_folder(folder, cls, set(kwargs))
+        return super().from_pretrained(folder, **kwargs)
 
     @property
     def guidance_scale(self) -> float:

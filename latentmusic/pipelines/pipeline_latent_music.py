@@ -17,18 +17,27 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..audio import crop_or_pad
 from ..melody import PITCH_CLASSES, melody_chroma
 from ..models import AudioAutoencoder, vae_utils
+from .checks import (
+    check_attention_mask,
+    check_audio_argument,
+    check_device_dtype,
+    check_float_tensor,
+    check_generator,
+    check_positive_int,
+    check_real,
+)
 from .common import (
     PromptEmbeddings,
     TextToMusicMixin,
     as_prompt_list,
     check_callback_tensor_inputs,
     check_output_type,
-    check_positive_int,
     check_text_and_length,
     frames_for_samples,
     postprocess_audio,
     samples_for_seconds,
 )
+from .schedulers import check_scheduler_fits, objective_of_scheduler
 from .tasks import (
     Segment,
     add_noise_at,
@@ -41,9 +50,6 @@ from .tasks import (
 )
 
 logger = logging.get_logger(__name__)
-
-# Longer requests are refused: windows are generated one after another, and an hour is more likely a unit slip.
-MAX_SECONDS = 3600.0
 
 EXAMPLE = """
     Examples:
@@ -83,6 +89,8 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler: KarrasDiffusionSchedulers) -> None:
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        # what the U-Net was trained for: the scheduler it is built or loaded with; a swapped scheduler must fit it
+        self.trained_objective = None if scheduler is None else objective_of_scheduler(scheduler)
 
     # -- properties -------------------------------------------------------------------------------------
 
@@ -110,8 +118,47 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
         latents: torch.Tensor | None,
         output_type: str,
         callback_on_step_end_tensor_inputs: list[str] | None,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
+        callback_on_step_end: Callable | None = None,
+        audio_seconds: float | None = None,
+        strength: float | None = None,
+        mask: Any = None,
+        story: Any = None,
+        window_overlap_in_s: float | None = None,
+        melody: torch.Tensor | np.ndarray | None = None,
+        melody_sample_rate: int | None = None,
     ) -> int:
-        """Validate a call's arguments and return the number of prompts."""
+        """Validate every argument of a call, before any model work, and return the number of prompts.
+
+        Args:
+            prompt: The prompts, as a list.
+            negative_prompt: The negative prompts, as a list.
+            audio_length_in_s: Length of each clip in seconds.
+            num_inference_steps: Denoising steps.
+            guidance_scale: Classifier-free guidance weight.
+            num_waveforms_per_prompt: Clips per prompt.
+            prompt_embeds: Precomputed text-encoder hidden states.
+            negative_prompt_embeds: Precomputed negative hidden states.
+            latents: Starting noise.
+            output_type: `"np"`, `"pt"` or `"latent"`.
+            callback_on_step_end_tensor_inputs: Tensors for the step callback.
+            eta: DDIM's eta.
+            generator: One generator or one per waveform.
+            attention_mask: Mask of `prompt_embeds`.
+            negative_attention_mask: Mask of `negative_prompt_embeds`.
+            callback_on_step_end: The step callback.
+            audio_seconds: Length of the input audio (already checked by `check_audio_argument`), if any.
+            strength: Audio-to-audio strength.
+            mask: Inpainting ranges or sample mask.
+            story: The story segments, if any (already parsed).
+            window_overlap_in_s: Context between long-form windows.
+            melody: The melody reference.
+            melody_sample_rate: Its sample rate.
+        """
+        check_scheduler_fits(self.scheduler, self.trained_objective)
         batch_size = check_text_and_length(
             prompt,
             negative_prompt,
@@ -122,10 +169,26 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             "U-Net",
             audio_length_in_s,
         )
+        check_attention_mask(attention_mask, "attention_mask", prompt_embeds, "prompt_embeds")
+        check_attention_mask(
+            negative_attention_mask, "negative_attention_mask", negative_prompt_embeds, "negative_prompt_embeds"
+        )
         check_positive_int(num_inference_steps, "num_inference_steps")
+        train_steps = self.scheduler.config.get("num_train_timesteps")
+        if train_steps is not None and num_inference_steps > train_steps:
+            raise ValueError(
+                f"num_inference_steps={num_inference_steps} is more than the {train_steps} timesteps the model was "
+                f"trained on; use at most {train_steps} (20-50 is typical)"
+            )
         check_positive_int(num_waveforms_per_prompt, "num_waveforms_per_prompt")
+        check_device_dtype(self._execution_device, self.unet.dtype)
+        check_real(eta, "eta", minimum=0.0, maximum=1.0, hint="DDIM's eta: 0 is deterministic, 1 is DDPM-like")
         check_output_type(output_type)
+        check_generator(generator, batch_size * num_waveforms_per_prompt)
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
         if latents is not None:
+            check_float_tensor(latents, "latents")
             expected = (
                 batch_size * num_waveforms_per_prompt,
                 vae_utils.vae_latent_channels(self.vae),
@@ -137,6 +200,28 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
                     f"{expected[0]} waveforms needs {expected}"
                 )
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
+        if window_overlap_in_s is not None:
+            window = self.max_audio_length_in_s or audio_length_in_s
+            if story is None and audio_length_in_s <= window + 1e-6:
+                logger.warning(
+                    f"window_overlap_in_s={window_overlap_in_s} has no effect: {audio_length_in_s} s fits in one "
+                    f"{window} s window (it acts on long-form and story generation)"
+                )
+            check_real(window_overlap_in_s, "window_overlap_in_s", minimum=0.0)
+            if window_overlap_in_s >= window:
+                raise ValueError(
+                    f"window_overlap_in_s={window_overlap_in_s} must be shorter than the U-Net's {window} s window"
+                )
+        if melody is not None:
+            if not self.trained_with_melody:
+                raise ValueError(
+                    "this U-Net was not trained with melodies (it has no chroma input channels); "
+                    "train one with melody.enabled=true"
+                )
+            check_audio_argument(melody, melody_sample_rate, "melody", "melody_sample_rate")
+        elif melody_sample_rate is not None:
+            raise ValueError("melody_sample_rate is the rate of `melody`; pass the melody too, or leave it out")
+        self.check_task_inputs(audio_seconds, audio_length_in_s, strength, mask, story, latents)
         return batch_size
 
     def latent_length(self, audio_length_in_s: float) -> int:
@@ -224,8 +309,10 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
         """Validate the arguments of continuation, inpainting, audio-to-audio, long-form and story mode."""
         if audio_seconds is None and (strength is not None or mask is not None):
             raise ValueError("`strength` and `mask` act on input audio; pass it as `audio=`")
-        if strength is not None and not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength must be in [0, 1] (0 keeps the input, 1 ignores it), got {strength}")
+        if strength is not None:
+            check_real(strength, "strength", minimum=0.0, maximum=1.0, hint="0 keeps the input, 1 ignores it")
+        if mask is not None and audio_seconds is not None:
+            regenerate_mask(mask, samples_for_seconds(audio_seconds, self.sample_rate), self.sample_rate)
         if audio_seconds is not None and strength is None and mask is None:
             if audio_length_in_s <= audio_seconds:
                 raise ValueError(
@@ -237,14 +324,23 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
                 f"inpainting and audio-to-audio keep the input's length ({audio_seconds:.2f} s); "
                 f"leave audio_length_in_s unset (got {audio_length_in_s})"
             )
-        if audio_length_in_s > MAX_SECONDS:
-            raise ValueError(f"audio_length_in_s={audio_length_in_s} is longer than {MAX_SECONDS} s; ask for less")
         long = self.max_audio_length_in_s is not None and audio_length_in_s > self.max_audio_length_in_s + 1e-6
         if (long or story is not None) and (mask is not None or strength is not None or latents is not None):
             raise ValueError(
                 f"`mask`, `strength` and `latents` work within one window of at most {self.max_audio_length_in_s} s "
                 "(no story); long-form generation and story mode take a prompt or segments and, optionally, a prefix"
             )
+        if story is not None:
+            # a segment that ends in the same latent frame as the one before would have no frames: its prompt unused
+            prompts, seconds = parse_story(story)
+            ends = [self.latent_length(end) for end in np.cumsum(seconds).tolist()]
+            for index, (start, end) in enumerate(zip([0, *ends], ends)):
+                if end <= start:
+                    frame = vae_utils.vae_hop_length(self.vae) / self.sample_rate
+                    raise ValueError(
+                        f"story segment {index} ({prompts[index]!r}, {seconds[index]} s) is shorter than one latent "
+                        f"frame ({frame:.3f} s), so its prompt would never be heard; make it longer"
+                    )
 
     # -- the call -------------------------------------------------------------------------------------------
 
@@ -385,7 +481,8 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             audio (`torch.Tensor` or `np.ndarray`, *optional*): Audio to start from, `(samples,)`,
                 `(channels, samples)` or `(batch, channels, samples)`. Alone it is a prefix to continue (ask
                 for a longer `audio_length_in_s`); with `mask` it is inpainted; with `strength` it is remixed.
-            audio_sample_rate (`int`, *optional*): Its sample rate if not the model's (it is resampled).
+            audio_sample_rate (`int`, *optional*): Its sample rate; required with `audio` (it is resampled to the
+                model's).
             strength (`float`, *optional*): Audio-to-audio (SDEdit): how far to noise the input before
                 denoising it with the prompt; 0 returns the input's reconstruction, 1 ignores the input.
             mask (*optional*): What to regenerate in `audio`: `(start_s, end_s)` ranges in seconds, or a
@@ -397,13 +494,13 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             melody (`torch.Tensor` or `np.ndarray`, *optional*): A reference recording whose tune to follow
                 (MusicGen-style: its dominant pitch class per frame, stretched over the output's length). Needs
                 a U-Net trained with melodies (`trained_with_melody`).
-            melody_sample_rate (`int`, *optional*): The reference's sample rate if not the model's.
+            melody_sample_rate (`int`, *optional*): The reference's sample rate; required with `melody`.
 
         Returns:
             `AudioPipelineOutput` whose `audios` has shape `(batch, channels, samples)`, or a tuple
             `(audios,)` when `return_dict=False`.
         """
-        # 0. Defaults: story segments, input audio
+        # 0. Defaults: story segments, input audio (pure checks and arithmetic, no model work)
         if story is not None:
             if prompt is not None or prompt_embeds is not None:
                 raise ValueError("pass either `story` segments or `prompt`/`prompt_embeds`, not both")
@@ -416,13 +513,10 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             audio_length_in_s, prompt = sum(story_seconds), story_prompts[0]
         prompts = as_prompt_list(prompt)
         negative_prompts = as_prompt_list(negative_prompt, "negative_prompt")
-        batch_guess = len(prompts) if prompts else (1 if prompt_embeds is None else prompt_embeds.shape[0])
-        clips = audio_seconds = None
+        batch_guess = len(prompts) if prompts else (1 if prompt_embeds is None else len(prompt_embeds))
+        audio_seconds = None
         if audio is not None:
-            clips = prepare_audio(
-                audio, audio_sample_rate, self.sample_rate, vae_utils.vae_audio_channels(self.vae), batch_guess
-            )
-            audio_seconds = clips.shape[-1] / self.sample_rate
+            audio_seconds = check_audio_argument(audio, audio_sample_rate, "audio", "audio_sample_rate", batch_guess)
             if audio_length_in_s is None:
                 if mask is None and strength is None:
                     raise ValueError(
@@ -430,11 +524,13 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
                         "or pass `mask=` (inpainting) or `strength=` (audio-to-audio)"
                     )
                 audio_length_in_s = audio_seconds
+        elif audio_sample_rate is not None:
+            raise ValueError("audio_sample_rate is the rate of `audio`; pass the audio too, or leave it out")
         if audio_length_in_s is None:
             audio_length_in_s = self.max_audio_length_in_s or 10.0
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
 
-        # 1. Check inputs
+        # 1. Check inputs, all of them, before any model work
         batch_size = self.check_inputs(
             prompts,
             negative_prompts,
@@ -447,8 +543,23 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             latents,
             output_type,
             callback_on_step_end_tensor_inputs,
+            eta=eta,
+            generator=generator,
+            attention_mask=attention_mask,
+            negative_attention_mask=negative_attention_mask,
+            callback_on_step_end=callback_on_step_end,
+            audio_seconds=audio_seconds,
+            strength=strength,
+            mask=mask,
+            story=story,
+            window_overlap_in_s=window_overlap_in_s,
+            melody=melody,
+            melody_sample_rate=melody_sample_rate,
         )
-        self.check_task_inputs(audio_seconds, audio_length_in_s, strength, mask, story, latents)
+        clips = None
+        if audio is not None:
+            channels = vae_utils.vae_audio_channels(self.vae)
+            clips = prepare_audio(audio, audio_sample_rate, self.sample_rate, channels, batch_size)
         self._guidance_scale = guidance_scale
         self._interrupt = False
         device = self._execution_device
@@ -495,12 +606,7 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         chroma = None
         if melody is not None:
-            if not self.trained_with_melody:
-                raise ValueError(
-                    "this U-Net was not trained with melodies (it has no chroma input channels); "
-                    "train one with melody.enabled=true"
-                )
-            chroma = melody_chroma(melody, melody_sample_rate or self.sample_rate, num_frames)[None].to(device, dtype)
+            chroma = melody_chroma(melody, melody_sample_rate, num_frames)[None].to(device, dtype)
 
         # 4. Long-form and story mode: window by window
         window = self.latent_length(self.max_audio_length_in_s) if self.max_audio_length_in_s else num_frames

@@ -11,17 +11,24 @@ from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
 from diffusers.utils import logging
 
 from ..models.token_lm import check_sampling_args
+from .checks import (
+    check_attention_mask,
+    check_audio_argument,
+    check_device_dtype,
+    check_generator,
+    check_positive_int,
+)
 from .common import (
     TextToMusicMixin,
     as_prompt_list,
     check_callback_tensor_inputs,
     check_output_type,
-    check_positive_int,
     check_text_and_length,
     frames_for_samples,
     postprocess_audio,
     samples_for_seconds,
 )
+from .tasks import prepare_audio
 
 logger = logging.get_logger(__name__)
 
@@ -82,13 +89,18 @@ class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
         top_k: int | None,
         top_p: float | None,
         temperature: float,
-        audio: torch.Tensor | None,
+        audio: torch.Tensor | np.ndarray | None,
         prompt_embeds: torch.Tensor | None,
         negative_prompt_embeds: torch.Tensor | None,
         output_type: str,
         callback_on_step_end_tensor_inputs: list[str] | None,
+        audio_sample_rate: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
+        callback_on_step_end: Callable | None = None,
     ) -> int:
-        """Validate a call's arguments and return the number of prompts.
+        """Validate every argument of a call, before any model work, and return the number of prompts.
 
         Args:
             prompt: The prompts, as a list.
@@ -99,11 +111,16 @@ class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             top_k: Top-k sampling.
             top_p: Nucleus sampling.
             temperature: Sampling temperature.
-            audio: The audio prompt to continue, as `(batch, channels, samples)`.
+            audio: The audio prompt to continue.
             prompt_embeds: Precomputed text-encoder hidden states.
             negative_prompt_embeds: Precomputed negative hidden states.
             output_type: `"np"`, `"pt"` or `"latent"`.
             callback_on_step_end_tensor_inputs: Tensors for the step callback.
+            audio_sample_rate: The audio prompt's sample rate.
+            generator: One generator or one per waveform.
+            attention_mask: Mask of `prompt_embeds`.
+            negative_attention_mask: Mask of `negative_prompt_embeds`.
+            callback_on_step_end: The step callback.
         """
         batch_size = check_text_and_length(
             prompt,
@@ -120,28 +137,33 @@ class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
                 f"audio_length_in_s={audio_length_in_s} is less than one sample at {self.sample_rate} Hz; "
                 "ask for a longer clip"
             )
+        check_attention_mask(attention_mask, "attention_mask", prompt_embeds, "prompt_embeds")
+        check_attention_mask(
+            negative_attention_mask, "negative_attention_mask", negative_prompt_embeds, "negative_prompt_embeds"
+        )
         check_positive_int(num_waveforms_per_prompt, "num_waveforms_per_prompt")
+        check_device_dtype(self._execution_device, self.lm.dtype)
         check_sampling_args(top_k, top_p, temperature)
         check_output_type(output_type)
+        check_generator(generator, batch_size * num_waveforms_per_prompt)
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
         if audio is not None:
-            channels = self.codec.config.audio_channels
-            if audio.ndim != 3 or audio.shape[0] not in (1, batch_size) or audio.shape[1] != channels:
-                raise ValueError(
-                    f"`audio` must have shape (channels, samples) or (1 or {batch_size}, channels, samples) with "
-                    f"{channels} channel(s) at {self.sample_rate} Hz, got {tuple(audio.shape)}"
-                )
-            prompt_frames = audio.shape[-1] // self.codec.hop_length
+            seconds = check_audio_argument(audio, audio_sample_rate, "audio", "audio_sample_rate", batch_size)
+            prompt_frames = samples_for_seconds(seconds, self.sample_rate) // self.codec.hop_length
             if prompt_frames < 1:
                 raise ValueError(
-                    f"`audio` has {audio.shape[-1]} samples, less than one codec frame "
-                    f"({self.codec.hop_length} samples); pass a longer audio prompt"
+                    f"`audio` lasts {seconds:.4f} s, less than one codec frame "
+                    f"({self.codec.hop_length} samples at {self.sample_rate} Hz); pass a longer audio prompt"
                 )
             if prompt_frames >= self.num_frames(audio_length_in_s):
                 raise ValueError(
-                    f"the audio prompt ({audio.shape[-1] / self.sample_rate:.2f} s) leaves nothing to generate in "
+                    f"the audio prompt ({seconds:.2f} s) leaves nothing to generate in "
                     f"audio_length_in_s={audio_length_in_s}; ask for a longer clip than the prompt"
                 )
+        elif audio_sample_rate is not None:
+            raise ValueError("audio_sample_rate is the rate of `audio`; pass the audio too, or leave it out")
         return batch_size
 
     def num_frames(self, audio_length_in_s: float) -> int:
@@ -193,6 +215,7 @@ class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
         temperature: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         audio: torch.Tensor | np.ndarray | None = None,
+        audio_sample_rate: int | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -220,9 +243,10 @@ class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             temperature (`float`, defaults to 1.0): Softmax temperature; 0 is greedy.
             generator (`torch.Generator` or list, *optional*): For reproducible sampling (one per clip, or
                 one for all).
-            audio (`torch.Tensor` or `np.ndarray`, *optional*): An audio prompt to continue, `(channels,
-                samples)` or `(1 or batch, channels, samples)` at the codec's sample rate; its whole codec
-                frames are kept (re-encoded) at the start of every clip.
+            audio (`torch.Tensor` or `np.ndarray`, *optional*): An audio prompt to continue, `(samples,)`, `(channels,
+                samples)` or `(1 or batch, channels, samples)`; it is resampled to the codec's rate and its whole
+                codec frames are kept (re-encoded) at the start of every clip.
+            audio_sample_rate (`int`, *optional*): The audio prompt's sample rate; required with `audio`.
             prompt_embeds (`torch.Tensor`, *optional*): Precomputed text-encoder hidden states.
             negative_prompt_embeds (`torch.Tensor`, *optional*): Precomputed negative hidden states.
             attention_mask (`torch.Tensor`, *optional*): Mask of `prompt_embeds` (1 = token, 0 = padding).
@@ -248,11 +272,8 @@ class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
         prompts = as_prompt_list(prompt)
         negative_prompts = as_prompt_list(negative_prompt, "negative_prompt")
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["sequence"]
-        if audio is not None:
-            audio = torch.as_tensor(audio)
-            audio = audio[None] if audio.ndim == 2 else audio
 
-        # 1. Check inputs
+        # 1. Check inputs, all of them, before any model work
         batch_size = self.check_inputs(
             prompts,
             negative_prompts,
@@ -267,7 +288,16 @@ class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
             negative_prompt_embeds,
             output_type,
             callback_on_step_end_tensor_inputs,
+            audio_sample_rate=audio_sample_rate,
+            generator=generator,
+            attention_mask=attention_mask,
+            negative_attention_mask=negative_attention_mask,
+            callback_on_step_end=callback_on_step_end,
         )
+        if audio is not None:
+            audio = prepare_audio(
+                audio, audio_sample_rate, self.sample_rate, self.codec.config.audio_channels, batch_size
+            )
         self._guidance_scale = guidance_scale
         self._interrupt = False
         device = self._execution_device

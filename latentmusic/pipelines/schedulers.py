@@ -8,6 +8,7 @@ model only fits the others.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from diffusers import (
@@ -26,6 +27,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 from diffusers.configuration_utils import FrozenDict
+from diffusers.utils import logging
 
 # name → (scheduler class, config overrides)
 SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -47,15 +49,91 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
 
 FLOW_SCHEDULERS = (FlowMatchEulerDiscreteScheduler,)
 
+logger = logging.get_logger(__name__)
+
 
 def is_flow_scheduler(scheduler_or_class: Any) -> bool:
+    """Whether a scheduler (or its class) samples a flow-matching model (diffusers' `FlowMatch*` schedulers)."""
     cls = scheduler_or_class if isinstance(scheduler_or_class, type) else type(scheduler_or_class)
-    return issubclass(cls, FLOW_SCHEDULERS)
+    return issubclass(cls, FLOW_SCHEDULERS) or cls.__name__.startswith("FlowMatch")
 
 
 def scheduler_names(flow: bool) -> list[str]:
     """Names of the schedulers that fit a model trained with (`flow=True`) or without flow matching."""
     return [name for name, (cls, _) in SCHEDULERS.items() if is_flow_scheduler(cls) == flow]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a denoiser was trained to predict, as its scheduler family sees it.
+
+    `family` is `"flow"` (flow matching, velocity over sigmas in [0, 1]), `"ddpm"` (a betas schedule over discrete
+    timesteps: DDPM, DDIM, DPM-Solver, Euler, ...), `"edm"` (Karras et al.'s preconditioning with `sigma_data`,
+    whose model input is a continuous noise level) or `"unknown"`; `prediction_type` is the scheduler's
+    (`"epsilon"`, `"v_prediction"`, `"sample"`; `None` for flow).
+    """
+
+    family: str
+    prediction_type: str | None
+
+    def __str__(self) -> str:
+        return self.family if self.prediction_type is None else f"{self.family} {self.prediction_type}"
+
+
+def objective_of_scheduler(scheduler: Any) -> Objective:
+    """The objective a scheduler samples for.
+
+    Args:
+        scheduler: A diffusers scheduler instance.
+
+    Returns:
+        Its family and prediction type.
+    """
+    if is_flow_scheduler(scheduler):
+        return Objective("flow", None)
+    config = scheduler.config
+    if "sigma_data" in config:
+        family = "edm"
+    elif hasattr(scheduler, "alphas_cumprod"):
+        family = "ddpm"
+    else:
+        family = "unknown"
+    return Objective(family, config.get("prediction_type"))
+
+
+def check_scheduler_fits(scheduler: Any, trained: Objective) -> None:
+    """Refuse a scheduler whose family or prediction type is not the one the model was trained for.
+
+    diffusers leaves this to the user: `EDMEulerScheduler.from_config(ddpm_config)` builds without a word, and
+    `FlowMatchEulerDiscreteScheduler` on a v-prediction model runs to the end, but the audio is meaningless.
+
+    Args:
+        scheduler: The pipeline's current scheduler.
+        trained: The objective of the scheduler the model was trained and saved with.
+
+    Raises:
+        ValueError: The scheduler does not fit; the message lists the names that do.
+    """
+    current = objective_of_scheduler(scheduler)
+    if current.family == "unknown" or trained.family == "unknown":
+        logger.warning(
+            f"cannot tell whether {type(scheduler).__name__} fits this model (trained for {trained}); "
+            "check its output, or use one of the tested schedulers: " + ", ".join(SCHEDULERS)
+        )
+        return
+    if current == trained:
+        return
+    fitting = ", ".join(scheduler_names(trained.family == "flow")) if trained.family in ("flow", "ddpm") else "none"
+    if current.family != trained.family:
+        problem = f"{type(scheduler).__name__} belongs to the {current.family} family"
+    else:
+        problem = f"{type(scheduler).__name__} predicts {current.prediction_type}"
+    raise ValueError(
+        f"{problem}, but this model was trained for {trained} (the scheduler it was saved with); build the new "
+        "scheduler from the old one's config so its training settings carry over, "
+        "X.from_config(pipe.scheduler.config), with a fitting scheduler (latentmusic.pipelines.schedulers names: "
+        f"{fitting})"
+    )
 
 
 def make_scheduler(name: str, current: Any) -> Any:

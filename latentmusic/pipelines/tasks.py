@@ -9,6 +9,8 @@ their prompt from the segment they fall in.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,19 +28,19 @@ def prepare_audio(
 
     Args:
         audio: `(samples,)`, `(channels, samples)` or `(n, channels, samples)` with n = 1 or `batch`.
-        sample_rate: Its sample rate (`None`: the model's).
+        sample_rate: Its sample rate.
         target_rate: The model's sample rate.
-        channels: The model's channel count.
+        channels: The model's channel count (mono is repeated to stereo, stereo averaged to mono).
         batch: Number of prompts the call generates for.
     """
     audio = torch.as_tensor(np.asarray(audio) if not isinstance(audio, torch.Tensor) else audio)
     items = list(audio) if audio.ndim == 3 else [audio]
     if len(items) not in (1, batch):
         raise ValueError(f"got audio for {len(items)} clips but {batch} prompts; pass one clip or one per prompt")
-    rate = target_rate if sample_rate is None else sample_rate
+    rate = int(sample_rate)
     clips = []
     for item in items:
-        clip = to_channels(check_audio(item.float()), channels)
+        clip = to_channels(check_audio(item).float(), channels)
         clips.append(resample(clip, rate, target_rate) if rate != target_rate else clip)
     stacked = torch.stack(clips)
     return stacked.expand(batch, -1, -1) if len(clips) == 1 else stacked
@@ -61,12 +63,20 @@ def regenerate_mask(mask: Sequence | torch.Tensor | np.ndarray, num_samples: int
                 "or pass (start_s, end_s) ranges"
             )
         return mask != 0
-    ranges = [mask] if len(mask) == 2 and all(isinstance(v, (int, float)) for v in mask) else list(mask)
+    if not isinstance(mask, (list, tuple)):
+        raise TypeError(
+            f"mask must be (start_s, end_s) ranges or a per-sample tensor/array, got {type(mask).__name__}; "
+            "e.g. [(3.0, 5.0)]"
+        )
+    ranges = [mask] if len(mask) == 2 and all(_is_number(v) for v in mask) else list(mask)
     if not ranges:
         raise ValueError("mask has no ranges; pass (start_s, end_s) pairs to regenerate, e.g. [(3.0, 5.0)]")
     duration = num_samples / sample_rate
     regenerate = torch.zeros(num_samples, dtype=torch.bool)
-    for start, end in ranges:
+    for item in ranges:
+        if not isinstance(item, (list, tuple)) or len(item) != 2 or not all(_is_number(v) for v in item):
+            raise ValueError(f"mask range {item!r} is not a (start_s, end_s) pair of numbers, e.g. (3.0, 5.0)")
+        start, end = item
         if not 0 <= start < end <= duration + 1e-6:
             raise ValueError(
                 f"mask range ({start}, {end}) s is not inside the {duration:.2f} s audio; "
@@ -111,22 +121,43 @@ class Segment:
     end: int
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def parse_story(story: Sequence) -> tuple[list[str], list[float]]:
-    """Split `[(prompt, seconds), ...]` (or `"prompt:seconds"` strings) into prompts and durations."""
+    """Split `[(prompt, seconds), ...]` (or `"prompt:seconds"` strings) into prompts and durations.
+
+    Raises:
+        ValueError: An item that is not a (prompt, seconds) pair or a "prompt:seconds" string, an empty prompt, or a
+            duration that is not a positive finite number of seconds; the message names the item.
+    """
+    example = 'e.g. [("a calm chorale", 8), ("a fast reel", 8)] or ["a calm chorale:8", "a fast reel:8"]'
+    if isinstance(story, str) or not isinstance(story, Sequence):
+        raise TypeError(f"story must be a list of (prompt, seconds) segments, got {type(story).__name__}; {example}")
     if not story:
-        raise ValueError('story is empty; pass (prompt, seconds) segments, e.g. [("a calm chorale", 8)]')
+        raise ValueError(f"story is empty; pass (prompt, seconds) segments, {example}")
     prompts, seconds = [], []
-    for item in story:
+    for index, item in enumerate(story):
         if isinstance(item, str):
             text, sep, length = item.rpartition(":")
             if not sep:
-                raise ValueError(f"story segment {item!r} is not 'prompt:seconds'")
-            item = (text, float(length))
+                raise ValueError(f"story segment {index} {item!r} is not 'prompt:seconds'; {example}")
+            try:
+                item = (text, float(length))
+            except ValueError:
+                raise ValueError(
+                    f"story segment {index} {item!r}: {length.strip()!r} is not a number of seconds; {example}"
+                ) from None
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ValueError(f"story segment {index} {item!r} is not a (prompt, seconds) pair; {example}")
         text, length = item
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"story segment {item!r} has an empty prompt")
-        if not length > 0:
-            raise ValueError(f"story segment {item!r} must last a positive number of seconds")
+            raise ValueError(f"story segment {index} {item!r} has no prompt; describe the music of that section")
+        if not _is_number(length) or not length > 0:
+            raise ValueError(
+                f"story segment {index} {item!r} must last a positive, finite number of seconds, got {length!r}"
+            )
         prompts.append(text)
         seconds.append(float(length))
     return prompts, seconds
