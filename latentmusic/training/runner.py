@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..data.dataset import read_metadata
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import save_config
 from .media import LossHistory
@@ -217,6 +218,8 @@ class Trainer:
     def __init__(self, config: DictConfig, project_name: str) -> None:
         self.config = config
         self.run_config = config.run
+        # bad data (no audio, captions missing) is reported before anything is written to the output folder
+        read_metadata(config.data.root)
         self.accelerator = make_accelerator(config.run, config, project_name)
         self.output_dir = Path(config.run.output_dir)
         self.history = LossHistory(self.output_dir / "losses.jsonl")
@@ -264,11 +267,19 @@ class Trainer:
     # -- helpers for recipes ----------------------------------------------------------------------------------
 
     def prepare(self, *objects: Any) -> Any:
-        """`accelerator.prepare`, remembering the modules for gradient accumulation."""
-        prepared = self.accelerator.prepare(*objects)
-        prepared_list = list(prepared) if len(objects) > 1 else [prepared]
-        self.models += [obj for obj in prepared_list if isinstance(obj, torch.nn.Module)]
-        return prepared
+        """`accelerator.prepare`, remembering the modules for gradient accumulation; a frozen module (no trainable
+        weights, e.g. a text encoder that is not trained) is only moved to the device and set to eval mode, as
+        DDP refuses it."""
+
+        def frozen(obj: Any) -> bool:
+            return isinstance(obj, torch.nn.Module) and not any(p.requires_grad for p in obj.parameters())
+
+        trained = [obj for obj in objects if not frozen(obj)]
+        prepared = self.accelerator.prepare(*trained) if trained else ()
+        prepared = iter(prepared if len(trained) > 1 else [prepared])
+        result = [obj.to(self.accelerator.device).eval() if frozen(obj) else next(prepared) for obj in objects]
+        self.models += [obj for obj in result if isinstance(obj, torch.nn.Module) and not frozen(obj)]
+        return tuple(result) if len(objects) > 1 else result[0]
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model)
@@ -383,9 +394,9 @@ class Trainer:
         return folder
 
     def _train_mode(self) -> None:
-        # frozen modules (a text encoder that is not trained) stay in eval mode: no dropout on their outputs
+        # only trained modules are in `models`: frozen ones (a text encoder that is not trained) stay in eval mode
         for model in self.models:
-            model.train(any(parameter.requires_grad for parameter in model.parameters()))
+            model.train()
 
     def _make_loader(self, train_set: Dataset, collate_fn: Any) -> DataLoader:
         data = self.config.data
