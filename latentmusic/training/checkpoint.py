@@ -90,12 +90,6 @@ def load_checkpoint(accelerator: Accelerator, path: str | Path) -> dict[str, Any
             f"checkpoint {path} is incomplete or corrupt ({state_file.name} unreadable: {error}); "
             "delete it and resume from an earlier one"
         ) from None
-    if getattr(accelerator, "_dataloaders", None) and not (path / "sampler.bin").is_file():
-        raise ValueError(
-            f"checkpoint {path} was written before the recipes' shared training loop (it has no sampler.bin, the "
-            "data order's state) and cannot be resumed; start a new run from its weights with init_from=, or "
-            "start afresh with run.resume=''"
-        )
     try:
         accelerator.load_state(str(path))
     except Exception as error:  # noqa: BLE001 - re-raised with the checkpoint named

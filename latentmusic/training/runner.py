@@ -218,8 +218,7 @@ class Trainer:
     def __init__(self, config: DictConfig, project_name: str) -> None:
         self.config = config
         self.run_config = config.run
-        # bad data (no audio, captions missing) is reported before anything is written to the output folder
-        read_metadata(config.data.root)
+        self.check_data()  # bad data is reported before anything is written to the output folder
         self.accelerator = make_accelerator(config.run, config, project_name)
         self.output_dir = Path(config.run.output_dir)
         self.history = LossHistory(self.output_dir / "losses.jsonl")
@@ -230,6 +229,10 @@ class Trainer:
         self._bar = None
 
     # -- what recipes fill in ---------------------------------------------------------------------------------
+
+    def check_data(self) -> None:
+        """Fail early, naming the file, on a data folder without audio or with files missing captions."""
+        read_metadata(self.config.data.root)
 
     def build(self) -> tuple[Dataset, Any]:
         """Build models, data sets and optimisers, and `prepare` them.
