@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass, field
 
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
@@ -152,7 +154,9 @@ class LineTrainer(Trainer):
 
     def build(self):
         torch.manual_seed(0)
-        model = torch.nn.Linear(1, 1)
+        model = torch.nn.Sequential(torch.nn.Linear(1, 1))
+        self.dtypes, self.initial = set(), model[0].weight.item()  # the layer's output dtypes, its first weight
+        model[0].register_forward_hook(lambda module, args, out: self.dtypes.add(out.dtype))
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.config.optim.lr)
         schedule = make_lr_scheduler(optimizer, self.config.optim, self.run_config.max_steps)
         self.model, self.optimizer, self.schedule = self.prepare(model, optimizer, schedule)
@@ -184,7 +188,7 @@ def line_run(output, steps, accumulation=1, lr_scheduler="constant_with_warmup")
     trainer.fit()
     rows = [json.loads(line) for line in (output / "examples" / "process-0.jsonl").read_text().splitlines()]
     losses = {row["step"]: (row["loss"], row["lr"]) for row in trainer.history.read()}
-    return trainer.unwrap(trainer.model).weight.item(), [row["paths"] for row in rows], losses
+    return trainer.unwrap(trainer.model)[0].weight.item(), [row["paths"] for row in rows], losses
 
 
 @pytest.mark.parametrize("accumulation", [1, 2])
@@ -217,6 +221,31 @@ def test_bad_run_settings_are_refused_with_the_allowed_values(tmp_path):
     assert resolve_mixed_precision("bf16") == "bf16"  # CPUs autocast to bfloat16
     with pytest.raises(ValueError, match="gradient_accumulation_steps must be at least 1"):
         line_run(tmp_path, 2, accumulation=0)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate fixes the mixed-precision mode once per process; let a test choose another."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_autocast_trains_float32_weights_on_a_cpu(tmp_path, fresh_accelerate_state):
+    config = OmegaConf.create(
+        {
+            "run": RunConfig(output_dir=str(tmp_path), max_steps=3, report_to="none", progress_bar=False,
+                             mixed_precision="bf16", record_examples=True),
+            "optim": OptimConfig(lr=0.05, warmup_steps=0),
+            "data": {"batch_size": 3, "num_workers": 0},
+        }
+    )  # fmt: skip
+    trainer = LineTrainer(config, "test")
+    trainer.fit()
+    assert trainer.dtypes == {torch.bfloat16}
+    layer = trainer.unwrap(trainer.model)[0]
+    assert layer.weight.dtype == torch.float32 and abs(layer.weight.item() - trainer.initial) > 0.01
+    assert all(math.isfinite(row["loss"]) for row in trainer.history.read())
 
 
 def test_random_streams_are_separate_and_reproducible():
