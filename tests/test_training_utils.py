@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.state import AcceleratorState
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
@@ -246,6 +247,14 @@ def test_bf16_autocast_trains_float32_weights_on_a_cpu(tmp_path, fresh_accelerat
     layer = trainer.unwrap(trainer.model)[0]
     assert layer.weight.dtype == torch.float32 and abs(layer.weight.item() - trainer.initial) > 0.01
     assert all(math.isfinite(row["loss"]) for row in trainer.history.read())
+
+
+@pytest.mark.parametrize("name", ["multi_gpu", "deepspeed_zero2", "fsdp"])
+def test_the_documented_launcher_configs_are_accelerate_configs(name):
+    config = load_config_from_file(f"recipes/configs/accelerate/{name}.yaml")
+    assert config.distributed_type.value == {"multi_gpu": "MULTI_GPU", "deepspeed_zero2": "DEEPSPEED",
+                                             "fsdp": "FSDP"}[name]  # fmt: skip
+    assert config.mixed_precision == "bf16" and config.num_processes == 8
 
 
 def test_random_streams_are_separate_and_reproducible():

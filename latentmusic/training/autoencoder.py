@@ -69,6 +69,37 @@ def build_autoencoder(model_class: str, model_kwargs: dict[str, Any]):
     return cls.from_config(model_kwargs) if cls is AudioAutoencoder else cls(**model_kwargs)
 
 
+class Reconstruction(torch.nn.Module):
+    """An autoencoder's encode-sample-decode pass as a `forward`, so that DDP, which synchronises gradients only
+    for passes through its wrapper's forward, sees it. Its state dict is the autoencoder's, so checkpoints keep
+    the autoencoder's parameter names.
+
+    Args:
+        autoencoder: `AudioAutoencoder` or `AutoencoderOobleck`.
+    """
+
+    def __init__(self, autoencoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, audio: torch.Tensor, generator: Any = None) -> tuple[torch.Tensor, Any]:
+        return vae_utils.reconstruct(self.autoencoder, audio, generator)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.autoencoder.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.autoencoder.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def split_batch(tree: Any, size: int) -> tuple[Any, Any]:
+    """Split every tensor of a nested output (lists, tuples) along the batch axis at `size`."""
+    if isinstance(tree, torch.Tensor):
+        return tree[:size], tree[size:]
+    halves = [split_batch(item, size) for item in tree]
+    return type(tree)(a for a, _ in halves), type(tree)(b for _, b in halves)
+
+
 class AutoencoderTrainer(Trainer):
     """The autoencoder recipe on the shared loop: reconstruction (+ KL or commitment) losses, then GAN terms once
     the discriminators' warm-up is over; an EMA of the weights for the final model (not for RVQ codecs)."""
@@ -102,9 +133,10 @@ class AutoencoderTrainer(Trainer):
         opt_d = torch.optim.AdamW(discriminator.parameters(), lr=optim.discriminator_lr, betas=betas)
         sched_g = make_lr_scheduler(opt_g, optim, self.run_config.max_steps)
         self.ema = EMAModel(model.parameters(), decay=optim.ema_decay)
-        self.model, self.discriminator, self.opt_g, self.opt_d, self.sched_g = self.prepare(
-            model, discriminator, opt_g, opt_d, sched_g
+        self.reconstruction, self.discriminator, self.opt_g, self.opt_d, self.sched_g = self.prepare(
+            Reconstruction(model), discriminator, opt_g, opt_d, sched_g
         )
+        self.model = model
         self.lr_schedulers = {"lr": self.sched_g}
         self.ema.to(accelerator.device)
         accelerator.register_for_checkpointing(self.ema)
@@ -122,7 +154,7 @@ class AutoencoderTrainer(Trainer):
         noise = self.example_generators("noise", len(audio), self.accelerator.device)
         model, discriminator = self.model, self.discriminator
 
-        reconstruction, posterior = vae_utils.reconstruct(self.unwrap(model), audio, noise)
+        reconstruction, posterior = self.reconstruction(audio, noise)
         # the generator's adversarial terms go through the unwrapped discriminator and only reach the generator's
         # weights (`inputs=`): the discriminator's gradients come from its own loss alone
         critic = self.unwrap(discriminator)
@@ -138,8 +170,9 @@ class AutoencoderTrainer(Trainer):
         if self.quantized:  # running codebook usage (EMA counts, cheap): perplexity, dead codes
             logs.update(self.unwrap(model).codebook_usage().as_logs("codebook"))
 
-        if adversarial:
-            d_loss = hinge_discriminator_loss(discriminator(audio), discriminator(reconstruction.detach()))
+        if adversarial:  # real and reconstructed audio in one pass (DDP expects one forward per backward)
+            judged = discriminator(torch.cat([audio, reconstruction.detach()]))
+            d_loss = hinge_discriminator_loss(*split_batch(judged, len(audio)))
             self.optimize(d_loss, self.opt_d, discriminator.parameters())
             logs["loss/discriminator"] = d_loss.detach()
         return logs
