@@ -191,6 +191,7 @@ class DiffusionTrainer(Trainer):
                 }
             )
         self.tokenizer = tokenizer
+        unet = self.adapt_model(unet)
         self.train_scheduler = make_training_scheduler(
             config.diffusion.objective, config.diffusion.num_train_timesteps, config.diffusion.beta_schedule
         )

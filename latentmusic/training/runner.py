@@ -1,7 +1,7 @@
 """The training loop every recipe shares: `Trainer`, the run's settings, the accelerator.
 
-A recipe subclasses `Trainer` and fills in what differs (`build`, `train_step`, and optionally `after_step`,
-`evaluate`, `sample`, `on_start`, `save`); the loop itself, resume, logging, checkpoints and the progress bar are
+A recipe subclasses `Trainer` and fills in what differs (`build`, `train_step`, and optionally `adapt_model`,
+`after_step`, `evaluate`, `sample`, `on_start`, `save`); the loop itself, resume, logging, checkpoints and the progress bar are
 here, once, on Accelerate used as designed:
 
 - the model(s), optimiser(s), scheduler(s) and the training `DataLoader` all go through `accelerator.prepare`,
@@ -205,7 +205,7 @@ class Trainer:
     """The loop the autoencoder, diffusion and token-LM recipes share (as audiocraft's solvers do).
 
     Subclasses implement `build` (models, data, optimisers; `self.prepare` them) and `train_step` (one
-    micro-batch: losses, `self.optimize`); the optional hooks are `after_step` (after each optimisation step, e.g.
+    micro-batch: losses, `self.optimize`); the optional hooks are `check_data`, `adapt_model`, `after_step` (after each optimisation step, e.g.
     EMA), `evaluate` (validation metrics), `sample` (audio, main process only), `on_start` (before the first
     step) and `save` (the final model, main process only writes). `fit` runs it all.
 
@@ -249,6 +249,16 @@ class Trainer:
             Values to log; tensors are averaged over the step's micro-batches and all processes.
         """
         raise NotImplementedError
+
+    def adapt_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model to train, given the one built or loaded: override to change it before the optimiser, EMA and
+        `prepare` see it (e.g. add LoRA adapters and freeze the rest). The diffusion recipe calls it on its U-Net,
+        the token-LM recipe on its LM.
+
+        Returns:
+            The model to train (by default `model` unchanged).
+        """
+        return model
 
     def after_step(self) -> None:
         """Runs after each optimisation step (e.g. an EMA update)."""

@@ -159,6 +159,7 @@ class TokenLMTrainer(Trainer):
                 "cross_attention_dim": text_width(text_encoder),
             }
         )
+        lm = self.adapt_model(lm)
         self.num_codebooks = lm.config.num_codebooks
         TokenMusicPipeline(codec=codec, text_encoder=None, tokenizer=None, lm=lm)  # fails early if the LM does not fit
         optimizer = make_optimizer(lm, text_encoder, config.text_encoder, config.optim)
