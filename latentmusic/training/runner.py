@@ -1,8 +1,8 @@
 """The training loop every recipe shares: `Trainer`, the run's settings, the accelerator.
 
 A recipe subclasses `Trainer` and fills in what differs (`build`, `train_step`, and optionally `adapt_model`,
-`after_step`, `evaluate`, `sample`, `on_start`, `save`); the loop itself, resume, logging, checkpoints and the progress bar are
-here, once, on Accelerate used as designed:
+`after_step`, `evaluate`, `sample`, `on_start`, `save`); the loop itself, resume, logging, checkpoints and the
+progress bar are here, once, on Accelerate used as designed:
 
 - the model(s), optimiser(s), scheduler(s) and the training `DataLoader` all go through `accelerator.prepare`,
   so with N processes each rank gets its own shard of every global batch and DDP averages the gradients;
@@ -205,9 +205,10 @@ class Trainer:
     """The loop the autoencoder, diffusion and token-LM recipes share (as audiocraft's solvers do).
 
     Subclasses implement `build` (models, data, optimisers; `self.prepare` them) and `train_step` (one
-    micro-batch: losses, `self.optimize`); the optional hooks are `check_data`, `adapt_model`, `after_step` (after each optimisation step, e.g.
-    EMA), `evaluate` (validation metrics), `sample` (audio, main process only), `on_start` (before the first
-    step) and `save` (the final model, main process only writes). `fit` runs it all.
+    micro-batch: losses, `self.optimize`); the optional hooks are `check_data` (before anything is written),
+    `adapt_model` (change the model before it is trained), `after_step` (after each optimisation step, e.g. EMA),
+    `evaluate` (validation metrics), `sample` (audio, main process only), `on_start` (before the first step) and
+    `save` (the final model, main process only writes). `fit` runs it all.
 
     Args:
         config: The recipe's whole configuration; `config.run` holds the `RunConfig` and `config.optim` the
