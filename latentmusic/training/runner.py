@@ -226,6 +226,7 @@ class Trainer:
         self.step = 0  # optimisation steps done
         self.micro = 0  # micro-batch within the step in progress
         self.models: list[torch.nn.Module] = []  # the prepared modules `accumulate` covers
+        self.lr_schedulers: dict[str, Any] = {}  # name -> scheduler whose learning rate is logged each step
         self._pending: list[dict[str, Any]] = []
         self._bar = None
 
@@ -466,7 +467,7 @@ class Trainer:
                 logs[key] = value.item()
             else:
                 logs[key] = float(value)
-        for name, scheduler in getattr(self, "lr_schedulers", {}).items():
+        for name, scheduler in self.lr_schedulers.items():
             logs[name] = scheduler.get_last_lr()[0]
         return logs
 
