@@ -198,6 +198,63 @@ def test_user_folder_with_a_caption_string_and_no_splits(tmp_path):
     assert dataset[0]["metadata"]["artist"] == "me" and dataset[0]["audio"].shape == (1, RATE // 2)
 
 
+def test_a_plain_folder_with_txt_captions_needs_no_index(tmp_path):
+    """Audio files as they come (mixed rates and channels, spaces in names, subfolders) with a .txt caption beside
+    each; one line per caption. Without splits, one file in 20 (at least one) is held out, the same every time."""
+    for i, (rate, channels) in enumerate([(44100, 2), (16000, 1), (22050, 2), (48000, 1)] * 6):
+        path = tmp_path / ("live" if i % 2 else "studio") / f"take {i}.wav"
+        save_audio(path, tone(0.3, rate, channels, 200.0 + 30 * i), rate)
+        path.with_suffix(".txt").write_text(f"take {i} on piano\n\nsolo piano, take {i}\n")
+    (tmp_path / ".hidden").mkdir()
+    save_audio(tmp_path / ".hidden" / "ignored.wav", tone(0.1, RATE), RATE)  # hidden folders are skipped
+    records = read_metadata(tmp_path)
+    assert len(records) == 24 and records[0]["captions"] == ["take 1 on piano", "solo piano, take 1"]
+    valid = [r["path"] for r in records if r["split"] == "valid"]
+    assert len(valid) == 1 and valid == [r["path"] for r in read_metadata(tmp_path, split="valid")]
+    dataset = AudioCaptionDataset(tmp_path, sample_rate=RATE, segment_seconds=0.25, channels=2, split="train")
+    assert len(dataset) == 23
+    assert all(item["audio"].shape == (2, RATE // 4) and item["audio"].abs().max() > 0.1 for item in dataset)
+
+
+def test_a_metadata_csv_is_read_like_the_jsonl(tmp_path):
+    save_audio(tmp_path / "clips" / "a.flac", tone(0.3, 16000), 16000)
+    save_audio(tmp_path / "clips" / "b.wav", tone(0.3, 44100, 2), 44100)
+    (tmp_path / "metadata.csv").write_text(
+        'file_name,caption,artist\nclips/a.flac,"a calm tone, low",me\nclips/b.wav,a stereo tone,\n'
+    )
+    records = read_metadata(tmp_path)
+    assert [(r["path"], r["captions"], r.get("artist")) for r in records] == [
+        ("clips/a.flac", ["a calm tone, low"], "me"),
+        ("clips/b.wav", ["a stereo tone"], None),
+    ]
+    (tmp_path / "metadata.csv").write_text("file_name,caption\nclips/a.flac,a tone\nclips/b.wav,\n")
+    with pytest.raises(ValueError, match=r"metadata.csv, line 3: no caption"):
+        read_metadata(tmp_path)
+    (tmp_path / "metadata.csv").write_text("name,caption\nclips/a.flac,a tone\n")
+    with pytest.raises(ValueError, match=r"metadata.csv: the header row must name a 'path'"):
+        read_metadata(tmp_path)
+
+
+def test_a_folder_without_audio_or_with_uncaptioned_files_is_refused_naming_them(tmp_path):
+    with pytest.raises(ValueError, match=r"holds no audio files .* and no metadata.jsonl or metadata.csv"):
+        read_metadata(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"data folder .*nowhere does not exist"):
+        read_metadata(tmp_path / "nowhere")
+    for name in ("a", "b", "c"):
+        save_audio(tmp_path / f"{name}.wav", tone(0.1, RATE), RATE)
+    (tmp_path / "a.txt").write_text("a tone\n")
+    with pytest.raises(ValueError, match=r"2 of 3 audio files in .* have no caption: b.wav, c.wav"):
+        read_metadata(tmp_path)
+    (tmp_path / "b.txt").write_text("\n")
+    (tmp_path / "c.txt").write_text("a tone\n")
+    with pytest.raises(ValueError, match=r"b.txt is empty"):
+        read_metadata(tmp_path)
+    for name in ("b", "c"):
+        (tmp_path / f"{name}.wav").unlink()
+    with pytest.raises(ValueError, match=r"has only 1 file; training holds one file out"):
+        read_metadata(tmp_path)
+
+
 GOOD_LINE = json.dumps({"path": "a.flac", "caption": "a tone"})
 
 

@@ -1,19 +1,34 @@
-"""Pieces every recipe shares: configs, checkpoints, objectives, the caption tokenizer, resumable data order."""
+"""Pieces every recipe shares: configs, checkpoints, the training loop, objectives, the caption tokenizer."""
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from dataclasses import dataclass, field
 
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.commands.config.config_args import load_config_from_file
+from accelerate.state import AcceleratorState
+from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
+from latentmusic.audio import save_audio
+from latentmusic.data import collate
 from latentmusic.training.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from latentmusic.training.config import load_config, run_recipe
+from latentmusic.training.diffusion import DiffusionTrainingConfig, train_diffusion
 from latentmusic.training.objectives import OBJECTIVES, make_training_scheduler, noise_batch, weighted_mse
-from latentmusic.training.runner import StepBatches
+from latentmusic.training.runner import (
+    OptimConfig,
+    RunConfig,
+    Trainer,
+    make_lr_scheduler,
+    resolve_mixed_precision,
+    stream_seed,
+)
 from latentmusic.training.tokenizer import build_caption_tokenizer
 
 
@@ -118,24 +133,148 @@ def test_a_corrupt_checkpoint_is_reported_clearly(tmp_path):
         resolve_resume(tmp_path, str(tmp_path / "nowhere"))
 
 
-# -- data order -------------------------------------------------------------------------------------------
+# -- the shared loop ---------------------------------------------------------------------------------------
 
 
-def test_step_batches_resume_at_any_step_with_the_same_data():
-    dataset = list(range(10))
-    full = StepBatches(dataset, batch_size=3, seed=1)
-    stream = full.from_step(0)
-    reference = [next(stream).tolist() for _ in range(8)]  # crosses two epoch boundaries
-    for start in (1, 3, 5):
-        resumed = StepBatches(dataset, batch_size=3, seed=1).from_step(start)
-        assert [next(resumed).tolist() for _ in range(8 - start)] == reference[start:]
-    other_seed = StepBatches(dataset, batch_size=3, seed=2).from_step(0)
-    assert [next(other_seed).tolist() for _ in range(3)] != reference[:3]
+class Items(torch.utils.data.Dataset):
+    """Ten numbers with ids, the target y = 3x."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        x = torch.tensor([float(index) / 10])
+        return {"x": x, "y": 3 * x, "metadata": {"path": f"item{index}"}}
 
 
-def test_step_batches_need_a_full_batch():
-    with pytest.raises(ValueError, match="fewer than batch_size"):
-        StepBatches([1, 2], batch_size=3, seed=0)
+class LineTrainer(Trainer):
+    """The smallest recipe: a linear model fitted by the shared loop."""
+
+    def check_data(self):
+        pass
+
+    def build(self):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(1, 1))
+        self.dtypes, self.initial = set(), model[0].weight.item()  # the layer's output dtypes, its first weight
+        model[0].register_forward_hook(lambda module, args, out: self.dtypes.add(out.dtype))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=self.config.optim.lr)
+        schedule = make_lr_scheduler(optimizer, self.config.optim, self.run_config.max_steps)
+        self.model, self.optimizer, self.schedule = self.prepare(model, optimizer, schedule)
+        self.lr_schedulers = {"lr": self.schedule}
+        return Items(), collate
+
+    def train_step(self, batch):
+        # dropout-like global randomness, to show it is seeded per step
+        noise = 1e-3 * torch.randn(batch["x"].shape)
+        loss = ((self.model(batch["x"] + noise) - batch["y"]) ** 2).mean()
+        self.optimize(loss, self.optimizer, self.model.parameters(), self.schedule)
+        return {"loss": loss.detach()}
+
+    def save(self):
+        return self.output_dir
+
+
+def line_run(output, steps, accumulation=1, lr_scheduler="constant_with_warmup"):
+    config = OmegaConf.create(
+        {
+            "run": RunConfig(output_dir=str(output), max_steps=steps, gradient_accumulation_steps=accumulation,
+                             log_every=1, checkpoint_every=3, report_to="none", progress_bar=False,
+                             record_examples=True),
+            "optim": OptimConfig(lr=0.05, warmup_steps=2, lr_scheduler=lr_scheduler),
+            "data": {"batch_size": 3, "num_workers": 0},
+        }
+    )  # fmt: skip
+    trainer = LineTrainer(config, "test")
+    trainer.fit()
+    rows = [json.loads(line) for line in (output / "examples" / "process-0.jsonl").read_text().splitlines()]
+    losses = {row["step"]: (row["loss"], row["lr"]) for row in trainer.history.read()}
+    return trainer.unwrap(trainer.model)[0].weight.item(), [row["paths"] for row in rows], losses
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_a_resumed_run_sees_the_same_data_and_ends_with_the_same_weights(tmp_path, accumulation):
+    weight, batches, losses = line_run(tmp_path / "straight", 8, accumulation)
+    # 3 full batches of 3 per epoch (the 10th item is dropped), each epoch its own permutation of all items
+    assert len(batches) == 8 * accumulation
+    epochs = [sorted(sum(batches[i : i + 3], [])) for i in range(0, 6, 3)]
+    assert all(len(set(epoch)) == 9 for epoch in epochs) and batches[:3] != batches[3:6]
+    # warm-up over 2 steps (the first at lr 0), stepped once per optimisation step; logged after the step
+    assert [losses[step][1] for step in (1, 2, 3)] == pytest.approx([0.025, 0.05, 0.05])
+
+    stopped = tmp_path / "stopped"
+    line_run(stopped, 5, accumulation)  # checkpoints at 3 and 5
+    shutil.rmtree(stopped / "checkpoints" / "checkpoint-00000005")  # killed between steps 3 and 5
+    resumed_weight, resumed_batches, resumed_losses = line_run(stopped, 8, accumulation)
+    assert resumed_batches[-5 * accumulation :] == batches[-5 * accumulation :]  # skipped, not re-read
+    assert resumed_losses == losses and resumed_weight == weight
+    assert weight != line_run(tmp_path / "cosine", 8, accumulation, "cosine")[0]
+
+
+def test_bad_run_settings_are_refused_with_the_allowed_values(tmp_path):
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    with pytest.raises(ValueError, match="optim.lr_scheduler must be one of .*cosine"):
+        make_lr_scheduler(optimizer, OptimConfig(lr_scheduler="cosin"), 10)
+    with pytest.raises(ValueError, match="run.mixed_precision must be one of"):
+        resolve_mixed_precision("fp32")
+    with pytest.warns(UserWarning, match="fp16 needs a CUDA GPU"):
+        assert resolve_mixed_precision("fp16") == "no"
+    assert resolve_mixed_precision("bf16") == "bf16"  # CPUs autocast to bfloat16
+    with pytest.raises(ValueError, match="gradient_accumulation_steps must be at least 1"):
+        line_run(tmp_path, 2, accumulation=0)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate fixes the mixed-precision mode once per process; let a test choose another."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_autocast_trains_float32_weights_on_a_cpu(tmp_path, fresh_accelerate_state):
+    config = OmegaConf.create(
+        {
+            "run": RunConfig(output_dir=str(tmp_path), max_steps=3, report_to="none", progress_bar=False,
+                             mixed_precision="bf16", record_examples=True),
+            "optim": OptimConfig(lr=0.05, warmup_steps=0),
+            "data": {"batch_size": 3, "num_workers": 0},
+        }
+    )  # fmt: skip
+    trainer = LineTrainer(config, "test")
+    trainer.fit()
+    assert trainer.dtypes == {torch.bfloat16}
+    layer = trainer.unwrap(trainer.model)[0]
+    assert layer.weight.dtype == torch.float32 and abs(layer.weight.item() - trainer.initial) > 0.01
+    assert all(math.isfinite(row["loss"]) for row in trainer.history.read())
+
+
+@pytest.mark.parametrize("name", ["multi_gpu", "deepspeed_zero2", "fsdp"])
+def test_the_documented_launcher_configs_are_accelerate_configs(name):
+    config = load_config_from_file(f"recipes/configs/accelerate/{name}.yaml")
+    assert config.distributed_type.value == {"multi_gpu": "MULTI_GPU", "deepspeed_zero2": "DEEPSPEED",
+                                             "fsdp": "FSDP"}[name]  # fmt: skip
+    assert config.mixed_precision == "bf16" and config.num_processes == 8
+
+
+def test_random_streams_are_separate_and_reproducible():
+    seeds = {stream_seed(0, stream, step, rank) for stream in ("data", "noise", "global") for step in range(3)
+             for rank in range(2)}  # fmt: skip
+    assert len(seeds) == 18 and all(0 <= seed < 2**32 for seed in seeds)
+    assert stream_seed(5, "noise", 1) == stream_seed(5, "noise", 1) != stream_seed(6, "noise", 1)
+
+
+def test_a_bad_data_folder_fails_before_anything_is_written(tmp_path):
+    (tmp_path / "music").mkdir()
+    save_audio(tmp_path / "music" / "a.wav", torch.zeros(1, 800), 8000)
+    save_audio(tmp_path / "music" / "b.wav", torch.zeros(1, 800), 8000)
+    (tmp_path / "music" / "a.txt").write_text("a quiet take\n")
+    output = tmp_path / "run"
+    config = load_config(DiffusionTrainingConfig, overrides=[f"data.root={tmp_path / 'music'}", "vae=somewhere",
+                                                             f"run.output_dir={output}"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"1 of 2 audio files .* have no caption: b.wav"):
+        train_diffusion(config)
+    assert not output.exists()
 
 
 # -- objectives -------------------------------------------------------------------------------------------

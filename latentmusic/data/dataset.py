@@ -6,7 +6,9 @@ root, one JSON object per line::
     {"path": "train/song.flac", "split": "train", "captions": ["a calm piano piece", "solo piano"]}
 
 ``path`` is relative to the folder; ``captions`` may instead be a single ``"caption"`` (or ``"text"``)
-string; ``split`` is optional; any other keys are kept and returned as the item's ``metadata``.
+string; ``split`` is optional; any other keys are kept and returned as the item's ``metadata``. A
+``metadata.csv`` with the same columns, or no index at all (a ``.txt`` caption beside each audio file), work
+too; see :mod:`latentmusic.data.index`.
 
 A latent cache, written by :func:`write_latent_cache`, mirrors that layout: one ``.safetensors`` file
 per clip holding ``latents`` of shape ``(channels, frames)`` (and its metadata line, so the cache can
@@ -38,13 +40,19 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from ..audio import check_audio, crop_or_pad, resample, to_channels
+from .index import (
+    EXAMPLE_LINE,
+    METADATA_FILE,  # noqa: F401 - re-exported: the index's name
+    index_file,
+    parse_line,
+    read_audio_index,
+    read_jsonl_index,
+)
 
-METADATA_FILE = "metadata.jsonl"
 LATENTS_FILE = "latents.jsonl"
 LATENT_CONFIG_FILE = "latent_cache.json"
 CAPTION_CHOICES = ("random", "first")
 
-_EXAMPLE_LINE = '{"path": "clips/song.flac", "caption": "a calm piano piece"}'
 # Minimum margin (in output-rate periods) read beyond each edge of a crop before resampling: torchaudio's
 # default sinc filter reaches about 6 of them, so the crop's edges see real neighbours, not zero padding.
 _RESAMPLE_MARGIN = 16
@@ -54,13 +62,15 @@ Latents = torch.Tensor | Callable[[], torch.Tensor]
 
 
 def read_metadata(root_or_file: str | os.PathLike, split: str | None = None) -> list[Record]:
-    """Read and validate a ``metadata.jsonl`` index.
+    """Read and validate the index of an audio folder: ``metadata.jsonl``, ``metadata.csv``, or ``.txt`` captions
+    beside the audio files (see :mod:`latentmusic.data.index`).
 
     Blank lines are skipped. Each record is the line's JSON object with ``captions`` set to its list of
-    captions (a ``caption`` or ``text`` string becomes a one-item list).
+    captions (a ``caption`` or ``text`` string becomes a one-item list). Without any ``split``, one file in 20
+    (at least one) is marked ``"valid"`` and the rest ``"train"``.
 
     Args:
-        root_or_file: The folder holding ``metadata.jsonl``, or the index file itself; ``path`` values
+        root_or_file: The audio folder, or its index file itself; ``path`` values
             are relative to the folder the file is in.
         split: Keep only the records whose ``split`` equals this (e.g. ``"train"``); ``None`` keeps all.
 
@@ -68,12 +78,12 @@ def read_metadata(root_or_file: str | os.PathLike, split: str | None = None) -> 
         The records, in file order.
 
     Raises:
-        FileNotFoundError: If the index, or a file a selected record names, does not exist.
+        FileNotFoundError: If the folder, or a file a selected record names, does not exist.
         ValueError: If a line is not a JSON object with a ``path`` and captions (the message names the
-            file and line), or no record has the requested split.
+            file and line), an audio file has no caption, the folder has no audio, or no record has the
+            requested split.
     """
-    file = _index_file(root_or_file, METADATA_FILE)
-    return [record for _, record in _read_records(file, split)]
+    return [record for _, record in read_audio_index(root_or_file, split)[1]]
 
 
 def collate(batch: Sequence[Record]) -> dict[str, Any]:
@@ -110,8 +120,8 @@ class CaptionedDataset(Dataset):
     Subclass a dataset and override :meth:`drop_caption` to change how captions are dropped.
 
     Args:
-        file: The index (``metadata.jsonl`` or ``latents.jsonl``); record paths are relative to its folder.
-        split: Use only the records of this split; ``None`` uses all.
+        root: The folder record paths are relative to.
+        records: ``(where, record)`` pairs, ``where`` naming the record's file and line in error messages.
         random_crop: Crop at a random position; ``False`` crops from the start.
         caption_dropout: Probability of replacing the caption by ``""``.
         caption_choice: ``"random"`` picks one of a record's captions per item and epoch, ``"first"``
@@ -121,8 +131,8 @@ class CaptionedDataset(Dataset):
 
     def __init__(
         self,
-        file: Path,
-        split: str | None,
+        root: Path,
+        records: list[tuple[str, Record]],
         random_crop: bool,
         caption_dropout: float,
         caption_choice: str,
@@ -134,11 +144,10 @@ class CaptionedDataset(Dataset):
             raise ValueError(f"caption_choice must be one of {CAPTION_CHOICES}, got {caption_choice!r}")
         if seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
-        self.root = file.parent
-        self.index_file = file
-        self._records = _read_records(file, split)
+        self.root = root
+        self._records = records
         if not self._records:
-            raise ValueError(f"{file} lists no items; add one JSON object per line, e.g. {_EXAMPLE_LINE}")
+            raise ValueError(f"{root} lists no items; add one JSON object per line, e.g. {EXAMPLE_LINE}")
         self.random_crop = random_crop
         self.caption_dropout = caption_dropout
         self.caption_choice = caption_choice
@@ -205,7 +214,7 @@ class CaptionedDataset(Dataset):
         return self.drop_caption(caption, rng)
 
     def _where(self, index: int) -> str:
-        return f"{self.index_file}, line {self._records[index][0]}"
+        return self._records[index][0]
 
 
 class AudioCaptionDataset(CaptionedDataset):
@@ -278,7 +287,8 @@ class AudioCaptionDataset(CaptionedDataset):
                     f"segment_seconds={segment_seconds} is less than one sample at {sample_rate} Hz; "
                     "pass a positive length, or None for whole files"
                 )
-        super().__init__(_index_file(root, METADATA_FILE), split, random_crop, caption_dropout, caption_choice, seed)
+        folder, records = read_audio_index(root, split)
+        super().__init__(folder, records, random_crop, caption_dropout, caption_choice, seed)
         self.sample_rate = sample_rate
         self.segment_seconds = segment_seconds
         self.channels = channels
@@ -385,7 +395,8 @@ class LatentDataset(CaptionedDataset):
             raise ValueError(f"segment_frames must be positive (or None for whole clips), got {segment_frames}")
         root = Path(root)
         config = _read_latent_config(root)
-        super().__init__(_index_file(root, LATENTS_FILE), split, random_crop, caption_dropout, caption_choice, seed)
+        records = read_jsonl_index(index_file(root, LATENTS_FILE), split)
+        super().__init__(root, records, random_crop, caption_dropout, caption_choice, seed)
         self.segment_frames = segment_frames
         self.latent_rate = float(config["latent_rate"])
         self.scaling_factor = float(config["scaling_factor"])
@@ -499,89 +510,12 @@ def write_latent_cache(
     return written
 
 
-def _index_file(root_or_file: str | os.PathLike, name: str) -> Path:
-    path = Path(root_or_file)
-    file = path / name if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"no {name} at {file.absolute()}; pass a folder holding {name} (one JSON object per line) "
-            "or the index file itself"
-        )
-    return file
-
-
-def _read_records(file: Path, split: str | None) -> list[tuple[int, Record]]:
-    """Validated ``(line number, record)`` pairs of an index, filtered by split."""
-    selected, splits = [], set()
-    with open(file, encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if line.strip():
-                record = _parse_line(line, f"{file}, line {line_number}")
-                splits.add(str(record.get("split")))
-                if split is None or record.get("split") == split:
-                    selected.append((line_number, record))
-    if split is not None and not selected and splits:
-        raise ValueError(
-            f"no record in {file} has split {split!r}; the splits there are {sorted(splits)} "
-            "(None: no split key); pass one of those, or split=None for all"
-        )
-    for line_number, record in selected:
-        target = file.parent / record["path"]
-        if not target.is_file():
-            raise FileNotFoundError(
-                f"{file}, line {line_number}: file {record['path']!r} not found (looked for {target}); "
-                f"fix the path (relative to {file.parent}) or remove the line"
-            )
-    return selected
-
-
-def _parse_line(line: str, where: str) -> Record:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{where}: invalid JSON ({error.msg} at column {error.colno}); each line must be one JSON object "
-            f"such as {_EXAMPLE_LINE}"
-        ) from None
-    if not isinstance(record, dict):
-        raise ValueError(
-            f"{where}: expected a JSON object, got {type(record).__name__} {line.strip()[:80]}; each line must "
-            f"be one object such as {_EXAMPLE_LINE}"
-        )
-    path = record.get("path")
-    if not isinstance(path, str) or not path:
-        raise ValueError(
-            f'{where}: "path" is missing or not a non-empty string (got {path!r}); add the file\'s path '
-            f'relative to the folder, e.g. "path": "clips/song.flac"'
-        )
-    record["captions"] = _captions(record, where)
-    return record
-
-
-def _captions(record: Record, where: str) -> list[str]:
-    if "captions" in record:
-        captions = record["captions"]
-        if isinstance(captions, list) and captions and all(isinstance(c, str) and c.strip() for c in captions):
-            return captions
-        raise ValueError(
-            f'{where}: "captions" must be a non-empty list of non-empty strings, got {captions!r}; '
-            'write e.g. "captions": ["a calm piano piece"], or remove the line'
-        )
-    for key in ("caption", "text"):
-        if key in record:
-            caption = record[key]
-            if isinstance(caption, str) and caption.strip():
-                return [caption]
-            raise ValueError(f'{where}: "{key}" must be a non-empty string, got {caption!r}; describe the clip')
-    raise ValueError(f'{where}: no caption; add "captions": ["...", ...] or "caption": "..." describing the clip')
-
-
 def _latent_entry(metadata: Record) -> Record:
     """The index line stored in a latent file: the metadata, with its ``path`` kept as ``source_path``."""
     if not isinstance(metadata, dict):
         raise ValueError(f"a latent record's metadata must be a dict, got {type(metadata).__name__}")
     where = f"latent cache record {metadata.get('path')!r}"
-    source = _parse_line(json.dumps(metadata, default=_not_serialisable(where)), where)
+    source = parse_line(json.dumps(metadata, default=_not_serialisable(where)), where)
     entry = {key: value for key, value in source.items() if key != "path"}
     entry["source_path"] = source["path"]
     return entry

@@ -16,6 +16,7 @@ import torch
 from diffusers import AutoencoderOobleck
 from diffusers.training_utils import EMAModel
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
 
 from ..data.dataset import AudioCaptionDataset, collate
 from ..evaluation.reconstruction import reconstruction_metrics
@@ -23,7 +24,7 @@ from ..models import AudioAutoencoder, compute_latent_statistics, vae_utils
 from ..models.discriminators import MultiDiscriminator
 from .losses import AutoencoderLoss, AutoencoderLossWeights, hinge_discriminator_loss
 from .media import log_audio_samples
-from .runner import OptimConfig, Run, RunConfig, StepBatches, make_accelerator, warmup_schedule
+from .runner import OptimConfig, RunConfig, Trainer, make_lr_scheduler
 
 MODEL_CLASSES = {"AudioAutoencoder": AudioAutoencoder, "AutoencoderOobleck": AutoencoderOobleck}
 
@@ -68,101 +69,153 @@ def build_autoencoder(model_class: str, model_kwargs: dict[str, Any]):
     return cls.from_config(model_kwargs) if cls is AudioAutoencoder else cls(**model_kwargs)
 
 
-def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
-    """Train an autoencoder; returns the folder of the final model (`<output_dir>/autoencoder`)."""
-    if isinstance(config, AutoencoderTrainingConfig):
-        config = OmegaConf.structured(config)
-    run_cfg, optim = config.run, config.optim
-    accelerator = make_accelerator(run_cfg, config, "latentmusic-autoencoder")
-    output_dir = Path(run_cfg.output_dir)
+class Reconstruction(torch.nn.Module):
+    """An autoencoder's encode-sample-decode pass as a `forward`, so that DDP, which synchronises gradients only
+    for passes through its wrapper's forward, sees it. Its state dict is the autoencoder's, so checkpoints keep
+    the autoencoder's parameter names.
 
-    if config.init_from:
-        try:
-            model = vae_utils.load_vae(config.init_from)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"init_from={error}") from None
-    else:
-        model = build_autoencoder(config.model_class, OmegaConf.to_container(config.model))
-    sample_rate, channels = sample_rate_of(model), model.config.audio_channels
-    data = dict(root=config.data.root, sample_rate=sample_rate, segment_seconds=config.data.segment_seconds)
-    train_set = AudioCaptionDataset(**data, channels=channels, split="train", seed=run_cfg.seed)
-    valid_set = AudioCaptionDataset(**data, channels=channels, split="valid", random_crop=False)
-    valid_audio = torch.stack([valid_set[i]["audio"] for i in range(min(len(valid_set), config.data.valid_clips))])
+    Args:
+        autoencoder: `AudioAutoencoder` or `AutoencoderOobleck`.
+    """
 
-    discriminator = MultiDiscriminator(**{"audio_channels": channels, **OmegaConf.to_container(config.discriminator)})
-    loss_fn = AutoencoderLoss(sample_rate, AutoencoderLossWeights(**config.loss))
-    betas = tuple(optim.betas)
-    opt_g = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=betas, weight_decay=optim.weight_decay)
-    opt_d = torch.optim.AdamW(discriminator.parameters(), lr=optim.discriminator_lr, betas=betas)
-    sched_g = warmup_schedule(opt_g, optim.warmup_steps)
-    ema = EMAModel(model.parameters(), decay=optim.ema_decay)
-    model, discriminator, loss_fn, opt_g, opt_d, sched_g = accelerator.prepare(
-        model, discriminator, loss_fn, opt_g, opt_d, sched_g
-    )
-    ema.to(accelerator.device)
-    accelerator.register_for_checkpointing(ema)
+    def __init__(self, autoencoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
 
-    run = Run(accelerator, run_cfg)
-    start = run.resume()
-    batches = StepBatches(train_set, config.data.batch_size, run_cfg.seed, config.data.num_workers, collate)
-    batches = batches.from_step(start)
-    noise = torch.Generator(device=accelerator.device)
-    quantized = is_rvq(model)
-    # the untrained baseline (not for RVQ: its first encode would initialise the codebooks on validation audio)
-    if start == 0 and accelerator.is_main_process and not quantized:
-        run.log(evaluate(accelerator.unwrap_model(model), valid_audio, sample_rate))
-    run.start_progress()
-    model.train()
-    while not run.done:
-        audio = next(batches)["audio"].to(accelerator.device)
-        noise.manual_seed(run_cfg.seed * 1_000_003 + run.step)
-        adversarial = run.step >= optim.discriminator_start
+    def forward(self, audio: torch.Tensor, generator: Any = None) -> tuple[torch.Tensor, Any]:
+        return vae_utils.reconstruct(self.autoencoder, audio, generator)
 
-        reconstruction, posterior = vae_utils.reconstruct(model, audio, noise)
-        real = discriminator(audio) if adversarial else None
-        fake = discriminator(reconstruction) if adversarial else None
-        terms = loss_fn(audio, reconstruction, posterior, real, fake)
-        if quantized:  # already weighted by the codec's commitment_weight
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.autoencoder.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.autoencoder.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def split_batch(tree: Any, size: int) -> tuple[Any, Any]:
+    """Split every tensor of a nested output (lists, tuples) along the batch axis at `size`."""
+    if isinstance(tree, torch.Tensor):
+        return tree[:size], tree[size:]
+    halves = [split_batch(item, size) for item in tree]
+    return type(tree)(a for a, _ in halves), type(tree)(b for _, b in halves)
+
+
+class AutoencoderTrainer(Trainer):
+    """The autoencoder recipe on the shared loop: reconstruction (+ KL or commitment) losses, then GAN terms once
+    the discriminators' warm-up is over; an EMA of the weights for the final model (not for RVQ codecs)."""
+
+    def __init__(self, config: DictConfig) -> None:
+        super().__init__(config, "latentmusic-autoencoder")
+
+    def build(self) -> tuple[Dataset, Any]:
+        config, accelerator, optim = self.config, self.accelerator, self.config.optim
+        if config.init_from:
+            try:
+                model = vae_utils.load_vae(config.init_from)
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"init_from={error}") from None
+        else:
+            model = build_autoencoder(config.model_class, OmegaConf.to_container(config.model))
+        self.sample_rate, channels = sample_rate_of(model), model.config.audio_channels
+        data = dict(root=config.data.root, sample_rate=self.sample_rate, segment_seconds=config.data.segment_seconds)
+        self.train_set = AudioCaptionDataset(**data, channels=channels, split="train", seed=self.run_config.seed)
+        valid_set = AudioCaptionDataset(**data, channels=channels, split="valid", random_crop=False)
+        clips = min(len(valid_set), config.data.valid_clips)
+        self.valid_audio = torch.stack([valid_set[i]["audio"] for i in range(clips)]) if clips else torch.zeros(0)
+
+        discriminator = MultiDiscriminator(
+            **{"audio_channels": channels, **OmegaConf.to_container(config.discriminator)}
+        )
+        # not prepared: it has no weights, and its STFTs run in float32 outside the models' autocast
+        self.loss_fn = AutoencoderLoss(self.sample_rate, AutoencoderLossWeights(**config.loss)).to(accelerator.device)
+        betas = tuple(optim.betas)
+        opt_g = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=betas, weight_decay=optim.weight_decay)
+        opt_d = torch.optim.AdamW(discriminator.parameters(), lr=optim.discriminator_lr, betas=betas)
+        sched_g = make_lr_scheduler(opt_g, optim, self.run_config.max_steps)
+        self.ema = EMAModel(model.parameters(), decay=optim.ema_decay)
+        self.reconstruction, self.discriminator, self.opt_g, self.opt_d, self.sched_g = self.prepare(
+            Reconstruction(model), discriminator, opt_g, opt_d, sched_g
+        )
+        self.model = model
+        self.lr_schedulers = {"lr": self.sched_g}
+        self.ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(self.ema)
+        self.quantized = is_rvq(model)
+        return self.train_set, collate
+
+    def on_start(self) -> None:
+        # the untrained baseline (not for RVQ: its first encode would initialise the codebooks on validation audio)
+        if self.step == 0 and self.accelerator.is_main_process and not self.quantized:
+            self.log(evaluate(self.unwrap(self.model), self.valid_audio, self.sample_rate))
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        audio = batch["audio"].to(self.accelerator.device)
+        adversarial = self.step >= self.config.optim.discriminator_start
+        noise = self.example_generators("noise", len(audio), self.accelerator.device)
+        model, discriminator = self.model, self.discriminator
+
+        reconstruction, posterior = self.reconstruction(audio, noise)
+        # the generator's adversarial terms go through the unwrapped discriminator and only reach the generator's
+        # weights (`inputs=`): the discriminator's gradients come from its own loss alone
+        critic = self.unwrap(discriminator)
+        real = critic(audio) if adversarial else None
+        fake = critic(reconstruction) if adversarial else None
+        terms = self.loss_fn(audio, reconstruction, posterior, real, fake)
+        if self.quantized:  # already weighted by the codec's commitment_weight
             terms["commitment"] = posterior.commitment_loss
             terms["total"] = terms["total"] + posterior.commitment_loss
-        opt_g.zero_grad(set_to_none=True)
-        accelerator.backward(terms["total"])
-        if optim.grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), optim.grad_clip)
-        opt_g.step()
-        sched_g.step()
-        logs = {f"loss/{name}": value.item() for name, value in terms.items()}
-        if quantized:  # running codebook usage (EMA counts, cheap): perplexity, dead codes
-            logs.update(accelerator.unwrap_model(model).codebook_usage().as_logs("codebook"))
+        generator_weights = list(model.parameters())
+        self.optimize(terms["total"], self.opt_g, generator_weights, self.sched_g, inputs=generator_weights)
+        logs: dict[str, Any] = {f"loss/{name}": value.detach() for name, value in terms.items()}
+        if self.quantized:  # running codebook usage (EMA counts, cheap): perplexity, dead codes
+            logs.update(self.unwrap(model).codebook_usage().as_logs("codebook"))
 
-        if adversarial:
-            d_loss = hinge_discriminator_loss(discriminator(audio), discriminator(reconstruction.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            accelerator.backward(d_loss)
-            if optim.grad_clip > 0:
-                accelerator.clip_grad_norm_(discriminator.parameters(), optim.grad_clip)
-            opt_d.step()
-            logs["loss/discriminator"] = d_loss.item()
-        ema.step(accelerator.unwrap_model(model).parameters())
+        if adversarial:  # real and reconstructed audio in one pass (DDP expects one forward per backward)
+            judged = discriminator(torch.cat([audio, reconstruction.detach()]))
+            d_loss = hinge_discriminator_loss(*split_batch(judged, len(audio)))
+            self.optimize(d_loss, self.opt_d, discriminator.parameters())
+            logs["loss/discriminator"] = d_loss.detach()
+        return logs
 
-        if run.evaluating:
-            logs.update(evaluate(accelerator.unwrap_model(model), valid_audio, sample_rate))
-        run.end_step(logs)
-        if run.due(run_cfg.sample_every) and accelerator.is_main_process and len(valid_audio):
-            log_reconstructions(accelerator, accelerator.unwrap_model(model), valid_audio, run.step, output_dir)
+    def after_step(self) -> None:
+        self.ema.step(self.unwrap(self.model).parameters())
 
-    # RVQ codebooks are buffers the EMA does not average: an EMA encoder would not match them, so a codec
-    # ships its live weights
-    live = accelerator.unwrap_model(model)
-    final = fresh_copy(live).eval() if quantized else ema_copy(live, ema)
-    folder = output_dir / "autoencoder"
-    if accelerator.is_main_process:
-        if isinstance(final, AudioAutoencoder) and not quantized:
-            scaling_batches = (train_set[i]["audio"].unsqueeze(0) for i in range(min(len(train_set), 32)))
-            compute_latent_statistics(final, scaling_batches)
-        final.save_pretrained(folder)
-    run.finish()
-    return folder
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.unwrap(self.model), self.valid_audio, self.sample_rate)
+
+    def sample(self) -> None:
+        if len(self.valid_audio):
+            log_reconstructions(
+                self.accelerator, self.unwrap(self.model), self.valid_audio, self.step, self.output_dir
+            )
+
+    def save(self) -> Path:
+        # RVQ codebooks are buffers the EMA does not average: an EMA encoder would not match them, so a codec
+        # ships its live weights
+        live = self.unwrap(self.model)
+        final = fresh_copy(live).eval() if self.quantized else ema_copy(live, self.ema)
+        folder = self.output_dir / "autoencoder"
+        if self.accelerator.is_main_process:
+            if isinstance(final, AudioAutoencoder) and not self.quantized:
+                train_set = self.train_set
+                scaling_batches = (train_set[i]["audio"].unsqueeze(0) for i in range(min(len(train_set), 32)))
+                compute_latent_statistics(final, scaling_batches)
+            final.save_pretrained(folder)
+        return folder
+
+
+def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
+    """Train an autoencoder.
+
+    Args:
+        config: The recipe's configuration (see `AutoencoderTrainingConfig`).
+
+    Returns:
+        The folder of the final model (`<output_dir>/autoencoder`).
+    """
+    if isinstance(config, AutoencoderTrainingConfig):
+        config = OmegaConf.structured(config)
+    return AutoencoderTrainer(config).fit()
 
 
 def is_rvq(model) -> bool:

@@ -16,6 +16,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import EMAModel
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
 
 from ..data.dataset import LatentDataset, collate, encode_folder
 from ..melody import PITCH_CLASSES, melody_chroma
@@ -23,8 +24,8 @@ from ..models import UNet1DConditionModel, vae_utils
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_latent_music import LatentMusicPipeline
 from .media import log_audio_samples
-from .objectives import OBJECTIVES, make_training_scheduler, noise_batch, sample_keep_masks, weighted_mse
-from .runner import OptimConfig, Run, RunConfig, StepBatches, make_accelerator, warmup_schedule
+from .objectives import OBJECTIVES, draw, make_training_scheduler, noise_batch, sample_keep_masks, weighted_mse
+from .runner import OptimConfig, RunConfig, Trainer, make_lr_scheduler
 from .text_conditioning import (
     TextEncoderConfig,
     caption_gap_losses,
@@ -136,100 +137,111 @@ def encode_latent_cache(vae, root: str | Path, cache: str | Path, progress: bool
     )
 
 
-def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
-    """Train the latent diffusion U-Net and save the whole pipeline.
+class DiffusionTrainer(Trainer):
+    """The diffusion recipe on the shared loop: a frozen autoencoder's latent cache, the U-Net (and optionally the
+    text encoder) trained to denoise, an EMA of the U-Net for samples and the final pipeline."""
 
-    Returns:
-        The folder of the saved `LatentMusicPipeline` (`<output_dir>/pipeline`).
-    """
-    if isinstance(config, DiffusionTrainingConfig):
-        config = OmegaConf.structured(config)
-    if not config.vae:
-        raise ValueError("vae= is required: the folder of a trained autoencoder (see recipes/train_autoencoder.py)")
-    if config.diffusion.objective not in OBJECTIVES:
-        raise ValueError(f"diffusion.objective must be one of {OBJECTIVES}, got {config.diffusion.objective!r}")
-    run_cfg = config.run
-    accelerator = make_accelerator(run_cfg, config, "latentmusic-diffusion")
-    output_dir = Path(run_cfg.output_dir)
+    def __init__(self, config: DictConfig) -> None:
+        if not config.vae:
+            raise ValueError(
+                "vae= is required: the folder of a trained autoencoder (see recipes/train_autoencoder.py)"
+            )
+        if config.diffusion.objective not in OBJECTIVES:
+            raise ValueError(f"diffusion.objective must be one of {OBJECTIVES}, got {config.diffusion.objective!r}")
+        super().__init__(config, "latentmusic-diffusion")
 
-    # Frozen autoencoder and the latent cache
-    vae = vae_utils.load_vae(config.vae).to(accelerator.device).eval().requires_grad_(False)
-    with_melody = bool(config.melody.enabled)
-    cache = Path(config.data.latent_cache or output_dir / ("latents-melody" if with_melody else "latents"))
-    with accelerator.main_process_first():
-        if accelerator.is_main_process:
-            encode_latent_cache(vae, config.data.root, cache, progress=run_cfg.progress_bar, melody=with_melody)
-    latent_rate = vae_utils.vae_sample_rate(vae) / vae_utils.vae_hop_length(vae)
-    segment_frames = max(1, round(config.data.segment_seconds * latent_rate))
-    latent_channels = vae_utils.vae_latent_channels(vae)
-    cached_channels = latent_channels + (PITCH_CLASSES if with_melody else 0)
-    common = dict(segment_frames=segment_frames, channels=cached_channels, seed=run_cfg.seed)
-    train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
-    valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
+    def build(self) -> tuple[Dataset, Any]:
+        config, accelerator = self.config, self.accelerator
+        # Frozen autoencoder and the latent cache
+        self.vae = vae = vae_utils.load_vae(config.vae).to(accelerator.device).eval().requires_grad_(False)
+        self.with_melody = with_melody = bool(config.melody.enabled)
+        cache = Path(config.data.latent_cache or self.output_dir / ("latents-melody" if with_melody else "latents"))
+        with accelerator.main_process_first():
+            if accelerator.is_main_process:
+                encode_latent_cache(
+                    vae, config.data.root, cache, progress=self.run_config.progress_bar, melody=with_melody
+                )
+        self.latent_rate = vae_utils.vae_sample_rate(vae) / vae_utils.vae_hop_length(vae)
+        segment_frames = max(1, round(config.data.segment_seconds * self.latent_rate))
+        self.latent_channels = latent_channels = vae_utils.vae_latent_channels(vae)
+        cached_channels = latent_channels + (PITCH_CLASSES if with_melody else 0)
+        common = dict(segment_frames=segment_frames, channels=cached_channels, seed=self.run_config.seed)
+        train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
+        self.valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
-    # the pipeline's layout: [mask, masked latents] with masking, then the melody chromagram
-    extra_in_channels = (latent_channels + 1 if MaskingConfig.enabled(config.masking) else 0) + (
-        PITCH_CLASSES if with_melody else 0
-    )
-    if config.init_from:
-        tokenizer, text_encoder, unet = load_initial_components(config.init_from, latent_channels, extra_in_channels)
-        text_encoder.requires_grad_(bool(config.text_encoder.train))
-    else:
-        tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
-        unet = UNet1DConditionModel(
-            **{
-                **OmegaConf.to_container(config.unet),
-                "in_channels": latent_channels,
-                "cross_attention_dim": text_width(text_encoder),
-                "use_timing_conditioning": True,
-                "extra_in_channels": extra_in_channels,
-                "max_seconds": config.data.segment_seconds,
-            }
+        # the pipeline's layout: [mask, masked latents] with masking, then the melody chromagram
+        extra_in_channels = (latent_channels + 1 if MaskingConfig.enabled(config.masking) else 0) + (
+            PITCH_CLASSES if with_melody else 0
         )
-    train_scheduler = make_training_scheduler(
-        config.diffusion.objective, config.diffusion.num_train_timesteps, config.diffusion.beta_schedule
-    )
-    optimizer = make_optimizer(unet, text_encoder, config.text_encoder, config.optim)
-    lr_schedule = warmup_schedule(optimizer, config.optim.warmup_steps)
-    ema = EMAModel(
-        unet.parameters(), decay=config.optim.ema_decay, model_cls=UNet1DConditionModel, model_config=unet.config
-    )
-    unet, text_encoder, optimizer, lr_schedule = accelerator.prepare(unet, text_encoder, optimizer, lr_schedule)
-    ema.to(accelerator.device)
-    accelerator.register_for_checkpointing(ema)
-
-    run = Run(accelerator, run_cfg)
-    start = run.resume()
-    batches = StepBatches(train_set, config.data.batch_size, run_cfg.seed, config.data.num_workers, collate).from_step(
-        start
-    )
-    step_generator = torch.Generator(device=accelerator.device)
+        if config.init_from:
+            tokenizer, text_encoder, unet = load_initial_components(
+                config.init_from, latent_channels, extra_in_channels
+            )
+            text_encoder.requires_grad_(bool(config.text_encoder.train))
+        else:
+            tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
+            unet = UNet1DConditionModel(
+                **{
+                    **OmegaConf.to_container(config.unet),
+                    "in_channels": latent_channels,
+                    "cross_attention_dim": text_width(text_encoder),
+                    "use_timing_conditioning": True,
+                    "extra_in_channels": extra_in_channels,
+                    "max_seconds": config.data.segment_seconds,
+                }
+            )
+        self.tokenizer = tokenizer
+        unet = self.adapt_model(unet)
+        self.train_scheduler = make_training_scheduler(
+            config.diffusion.objective, config.diffusion.num_train_timesteps, config.diffusion.beta_schedule
+        )
+        optimizer = make_optimizer(unet, text_encoder, config.text_encoder, config.optim)
+        lr_schedule = make_lr_scheduler(optimizer, config.optim, self.run_config.max_steps)
+        self.ema = EMAModel(
+            unet.parameters(), decay=config.optim.ema_decay, model_cls=UNet1DConditionModel, model_config=unet.config
+        )
+        self.unet, self.text_encoder, self.optimizer, self.lr_schedule = self.prepare(
+            unet, text_encoder, optimizer, lr_schedule
+        )
+        self.lr_schedulers = {"lr": self.lr_schedule}
+        self.ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(self.ema)
+        return train_set, collate
 
     def denoise_loss(
-        batch: dict[str, Any], generator: torch.Generator, captions: list[str], tasks: bool = True
+        self,
+        batch: dict[str, Any],
+        noise: torch.Generator | list[torch.Generator],
+        captions: list[str],
+        tasks: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
-        """The training loss; with `tasks=False` every example is plain generation (nothing kept, no melody)."""
-        cached = batch["latents"].to(accelerator.device)
-        latents = vae_utils.scale_latents(vae, cached[:, :latent_channels])
-        text = encode_text(tokenizer, text_encoder, captions, accelerator.device, config.text_encoder.max_length)
-        noised = noise_batch(train_scheduler, latents, generator, config.diffusion.snr_gamma or None)
+        """The training loss; without `tasks` (the generators of the masks and melody dropout) every example is
+        plain generation (nothing kept, no melody)."""
+        config, device, latent_channels = self.config, self.accelerator.device, self.latent_channels
+        cached = batch["latents"].to(device)
+        latents = vae_utils.scale_latents(self.vae, cached[:, :latent_channels])
+        text = encode_text(self.tokenizer, self.text_encoder, captions, device, config.text_encoder.max_length)
+        noised = noise_batch(self.train_scheduler, latents, noise, config.diffusion.snr_gamma or None)
         lengths = batch["padding_mask"].sum(-1)
-        seconds_total = lengths.to(accelerator.device) / latent_rate
-        loss_mask = batch["padding_mask"].to(accelerator.device)[:, None]
+        seconds_total = lengths.to(device) / self.latent_rate
+        loss_mask = batch["padding_mask"].to(device)[:, None]
         model_input = noised.noisy
-        draws = torch.Generator().manual_seed(
-            int(torch.randint(2**31, (1,), generator=generator, device=generator.device))
-        )
         if MaskingConfig.enabled(config.masking):
             probabilities = (config.masking.generation, config.masking.continuation, config.masking.inpainting)
-            keep = sample_keep_masks(lengths, latents.shape[-1], probabilities, draws).to(latents)
-            keep = keep if tasks else torch.zeros_like(keep)
+            if tasks is None:
+                keep = torch.zeros_like(latents[:, :1])
+            else:
+                keep = sample_keep_masks(lengths, latents.shape[-1], probabilities, tasks).to(latents)
             model_input = torch.cat([noised.noisy, keep, latents * keep], dim=1)
             loss_mask = loss_mask * (1 - keep)  # learn what is generated; kept frames are given
-        if with_melody:  # dropped for some examples (and in validation, which measures the text's effect)
-            kept = (torch.rand(len(cached), 1, 1, generator=draws) >= config.melody.dropout).to(latents)
-            model_input = torch.cat([model_input, cached[:, latent_channels:] * (kept if tasks else 0)], dim=1)
-        prediction = unet(
+        if self.with_melody:  # dropped for some examples (and in validation, which measures the text's effect)
+            if tasks is None:
+                kept = torch.zeros(len(cached), 1, 1)
+            else:
+                kept = draw(tasks, len(cached), lambda n, g: torch.rand(n, generator=g)) >= config.melody.dropout
+            kept = kept.view(-1, 1, 1).to(latents)
+            model_input = torch.cat([model_input, cached[:, latent_channels:] * kept], dim=1)
+        prediction = self.unet(
             model_input,
             noised.timesteps,
             encoder_hidden_states=text.hidden_states,
@@ -239,47 +251,58 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
         ).sample
         return weighted_mse(prediction, noised, loss_mask)
 
-    run.start_progress()
-    unet.train()
-    while not run.done:
-        batch = next(batches)
-        step_generator.manual_seed(run_cfg.seed * 1_000_003 + run.step)
-        run.seed_step()
-        with accelerator.accumulate(unet):
-            loss = denoise_loss(batch, step_generator, batch["caption"])
-            accelerator.backward(loss)
-            if config.optim.grad_clip > 0 and accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(unet.parameters(), config.optim.grad_clip)
-            optimizer.step()
-            lr_schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-        ema.step(accelerator.unwrap_model(unet).parameters())
-        logs = {"loss": loss.item(), "lr": lr_schedule.get_last_lr()[0]}
-        if run.evaluating:
-            unet.eval()
-            # generation only (nothing kept, no melody), the same noise for right and shuffled captions
-            logs.update(
-                caption_gap_losses(
-                    lambda batch, captions, i: denoise_loss(
-                        batch, torch.Generator().manual_seed(run_cfg.seed + i), captions, tasks=False
-                    ),
-                    valid_set,
-                    config.data.batch_size,
-                    config.valid_batches,
-                )
-            )
-            unet.train()
-        run.end_step(logs)
-        if run.due(run_cfg.sample_every) and accelerator.is_main_process:
-            pipe = make_pipeline(vae, text_encoder, tokenizer, accelerator.unwrap_model(unet), ema, train_scheduler)
-            log_samples(pipe, accelerator, run.step, config.sample, output_dir)
+    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        size = len(batch["caption"])
+        noise = self.example_generators("noise", size, self.accelerator.device)
+        tasks = self.example_generators("tasks", size)
+        loss = self.denoise_loss(batch, noise, batch["caption"], tasks)
+        self.optimize(loss, self.optimizer, self.unet.parameters(), self.lr_schedule)
+        return {"loss": loss.detach()}
 
-    pipe = make_pipeline(vae, text_encoder, tokenizer, accelerator.unwrap_model(unet), ema, train_scheduler)
-    folder = output_dir / "pipeline"
-    if accelerator.is_main_process:
-        pipe.save_pretrained(folder)
-    run.finish()
-    return folder
+    def after_step(self) -> None:
+        self.ema.step(self.unwrap(self.unet).parameters())
+
+    def evaluate(self) -> dict[str, float]:
+        self.unet.eval()
+        device, seed = self.accelerator.device, self.run_config.seed
+        # generation only (nothing kept, no melody), the same noise for right and shuffled captions
+        return caption_gap_losses(
+            lambda batch, captions, i: self.denoise_loss(
+                batch, torch.Generator(device).manual_seed(seed + i), captions
+            ),
+            self.valid_set,
+            self.config.data.batch_size,
+            self.config.valid_batches,
+        )
+
+    def pipeline(self) -> LatentMusicPipeline:
+        return make_pipeline(
+            self.vae, self.text_encoder, self.tokenizer, self.unwrap(self.unet), self.ema, self.train_scheduler
+        )
+
+    def sample(self) -> None:
+        log_samples(self.pipeline(), self.accelerator, self.step, self.config.sample, self.output_dir)
+
+    def save(self) -> Path:
+        pipe = self.pipeline()
+        folder = self.output_dir / "pipeline"
+        if self.accelerator.is_main_process:
+            pipe.save_pretrained(folder)
+        return folder
+
+
+def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
+    """Train the latent diffusion U-Net and save the whole pipeline.
+
+    Args:
+        config: The recipe's configuration (see `DiffusionTrainingConfig`).
+
+    Returns:
+        The folder of the saved `LatentMusicPipeline` (`<output_dir>/pipeline`).
+    """
+    if isinstance(config, DiffusionTrainingConfig):
+        config = OmegaConf.structured(config)
+    return DiffusionTrainer(config).fit()
 
 
 def load_initial_components(

@@ -11,6 +11,7 @@ Three objectives, chosen by the scheduler the model ships with:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,36 @@ from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.training_utils import compute_snr
 
 OBJECTIVES = ("epsilon", "v_prediction", "flow")
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def draw(
+    generator: Generators, batch: int, sample: Callable[[int, torch.Generator | None], torch.Tensor]
+) -> torch.Tensor:
+    """Draw `batch` examples' random numbers from one generator, or each from its own (a list of `batch`).
+
+    Per-example generators make an example's draws independent of which batch, micro-batch or process it is in
+    (see `Trainer.example_generators`).
+
+    Args:
+        generator: `None`, one generator, or one per example.
+        batch: Examples in the batch.
+        sample: `sample(n, generator)` draws `n` examples' numbers with a leading axis of `n`.
+
+    Returns:
+        The draws, `batch` along the first axis.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return sample(batch, generator)
+    if len(generator) != batch:
+        raise ValueError(f"got {len(generator)} generators for a batch of {batch}; pass one per example")
+    return torch.cat([sample(1, g) for g in generator])
+
+
+def _device_of(generator: Generators, fallback: torch.device) -> torch.device:
+    first = generator if isinstance(generator, torch.Generator) else (generator[0] if generator else None)
+    return first.device if first is not None else fallback
 
 
 def make_training_scheduler(objective: str, num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear"):
@@ -59,7 +90,7 @@ class NoisedBatch:
 def noise_batch(
     scheduler,
     latents: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     snr_gamma: float | None = None,
 ) -> NoisedBatch:
     """Draw timesteps and noise for a batch of clean latents and return the model's input and target.
@@ -68,7 +99,7 @@ def noise_batch(
         scheduler (DDPMScheduler | FlowMatchEulerDiscreteScheduler): The training scheduler (see
             `make_training_scheduler`).
         latents: Clean, scaled latents `(batch, channels, frames)`.
-        generator: Optional generator for reproducible timesteps and noise.
+        generator: Optional generator for reproducible timesteps and noise, or one per example.
         snr_gamma: If set (e.g. 5.0), weight each example by min-SNR-γ; ignored for `flow`.
 
     Returns:
@@ -76,15 +107,21 @@ def noise_batch(
     """
     batch = latents.shape[0]
     device = latents.device
-    noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+    # drawn where the generator lives, then moved: a CPU generator also serves a GPU batch
+    where = _device_of(generator, device)
+    noise = draw(generator, batch, lambda n, g: torch.randn((n, *latents.shape[1:]), generator=g, device=where))
+    noise = noise.to(device, latents.dtype)
     num_train_timesteps = scheduler.config.num_train_timesteps
     if objective_of(scheduler) == "flow":
-        sigmas = torch.rand(batch, generator=generator, device=device, dtype=latents.dtype)
+        sigmas = draw(generator, batch, lambda n, g: torch.rand(n, generator=g, device=where))
+        sigmas = sigmas.to(device, latents.dtype)
         sigma = sigmas.view(-1, 1, 1)
         noisy = (1 - sigma) * latents + sigma * noise
         return NoisedBatch(noisy, sigmas * num_train_timesteps, noise - latents, torch.ones_like(sigmas))
 
-    timesteps = torch.randint(0, num_train_timesteps, (batch,), generator=generator, device=device)
+    timesteps = draw(
+        generator, batch, lambda n, g: torch.randint(0, num_train_timesteps, (n,), generator=g, device=where)
+    ).to(device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     objective = objective_of(scheduler)
     if objective == "epsilon":
@@ -120,7 +157,7 @@ TASKS = ("generation", "continuation", "inpainting")
 
 
 def sample_keep_masks(
-    lengths: torch.Tensor, frames: int, probabilities: tuple[float, float, float], generator: torch.Generator | None
+    lengths: torch.Tensor, frames: int, probabilities: tuple[float, float, float], generator: Generators
 ) -> torch.Tensor:
     """JEN-1's omnidirectional training tasks, one per example: which latent frames the model is shown.
 
@@ -132,7 +169,7 @@ def sample_keep_masks(
         lengths: `(batch,)` real (unpadded) frames of each clip.
         frames: Frames of the padded batch.
         probabilities: Weights of generation, continuation and inpainting (normalised here).
-        generator: For reproducible draws (on the CPU).
+        generator: For reproducible draws (on the CPU): one, or one per example.
 
     Returns:
         A `(batch, 1, frames)` float mask, 1 where the clean latents are given to the model.
@@ -141,8 +178,14 @@ def sample_keep_masks(
     if (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(f"masking probabilities must be >= 0 and not all 0, got {probabilities}")
     batch = len(lengths)
-    tasks = torch.multinomial(weights / weights.sum(), batch, replacement=True, generator=generator)
-    draws = torch.rand(batch, 2, generator=generator)
+    weights = weights / weights.sum()
+
+    def task_and_draws(n: int, g: torch.Generator | None) -> torch.Tensor:
+        tasks = torch.multinomial(weights, n, replacement=True, generator=g).float()
+        return torch.cat([tasks[:, None], torch.rand(n, 2, generator=g)], dim=1)
+
+    drawn = draw(generator, batch, task_and_draws)
+    tasks, draws = drawn[:, 0].long(), drawn[:, 1:]
     keep = torch.zeros(batch, 1, frames)
     for i, (task, length) in enumerate(zip(tasks.tolist(), lengths.tolist())):
         length = int(length)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
 
 from ..data.dataset import LatentDataset, collate, encode_folder
 from ..models import AudioAutoencoder
@@ -23,7 +24,7 @@ from ..models.token_lm import TokenLM
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_token_music import TokenMusicPipeline
 from .media import log_audio_samples
-from .runner import OptimConfig, Run, RunConfig, StepBatches, make_accelerator, warmup_schedule
+from .runner import OptimConfig, RunConfig, Trainer, make_lr_scheduler
 from .text_conditioning import TextEncoderConfig, caption_gap_losses, make_optimizer, prepare_text_encoder, text_width
 
 
@@ -125,6 +126,85 @@ def masked_lm_loss(
     return F.cross_entropy(logits[real].float(), sequence[real])
 
 
+class TokenLMTrainer(Trainer):
+    """The token-LM recipe on the shared loop: a frozen codec's code cache, next-token cross-entropy given the
+    captions, no EMA (the final pipeline holds the trained weights)."""
+
+    def __init__(self, config: DictConfig) -> None:
+        if not config.codec:
+            raise ValueError(
+                "codec= is required: the folder of a trained RVQ codec (see recipes/train_autoencoder.py)"
+            )
+        super().__init__(config, "latentmusic-token-lm")
+
+    def build(self) -> tuple[Dataset, Any]:
+        config, accelerator = self.config, self.accelerator
+        # Frozen codec and the code cache
+        self.codec = codec = load_codec(config.codec).to(accelerator.device)
+        cache = Path(config.data.code_cache or self.output_dir / "codes")
+        with accelerator.main_process_first():
+            if accelerator.is_main_process:
+                encode_code_cache(codec, config.data.root, cache, progress=self.run_config.progress_bar)
+        segment_frames = max(1, round(config.data.segment_seconds * codec.latent_rate))
+        common = dict(segment_frames=segment_frames, channels=codec.config.num_quantizers, seed=self.run_config.seed)
+        train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
+        self.valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
+
+        self.tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
+        lm = TokenLM(
+            **{
+                "num_codebooks": codec.config.num_quantizers,
+                **OmegaConf.to_container(config.lm),
+                "codebook_size": codec.config.codebook_size,
+                "cross_attention_dim": text_width(text_encoder),
+            }
+        )
+        lm = self.adapt_model(lm)
+        self.num_codebooks = lm.config.num_codebooks
+        TokenMusicPipeline(codec=codec, text_encoder=None, tokenizer=None, lm=lm)  # fails early if the LM does not fit
+        optimizer = make_optimizer(lm, text_encoder, config.text_encoder, config.optim)
+        lr_schedule = make_lr_scheduler(optimizer, config.optim, self.run_config.max_steps)
+        self.lm, self.text_encoder, self.optimizer, self.lr_schedule = self.prepare(
+            lm, text_encoder, optimizer, lr_schedule
+        )
+        self.lr_schedulers = {"lr": self.lr_schedule}
+        return train_set, collate
+
+    def lm_loss(self, batch: dict[str, Any], captions: list[str]) -> torch.Tensor:
+        device = self.accelerator.device
+        codes = batch["latents"][:, : self.num_codebooks].round().long().to(device)
+        text = encode_text(self.tokenizer, self.text_encoder, captions, device, self.config.text_encoder.max_length)
+        mask = batch["padding_mask"].to(device)
+        return masked_lm_loss(self.unwrap(self.lm), codes, mask, text, model=self.lm)
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        loss = self.lm_loss(batch, batch["caption"])
+        self.optimize(loss, self.optimizer, self.lm.parameters(), self.lr_schedule)
+        return {"loss": loss.detach()}
+
+    def evaluate(self) -> dict[str, float]:
+        self.lm.eval()
+        return caption_gap_losses(
+            lambda batch, captions, i: self.lm_loss(batch, captions),
+            self.valid_set,
+            self.config.data.batch_size,
+            self.config.valid_batches,
+        )
+
+    def pipeline(self) -> TokenMusicPipeline:
+        return make_pipeline(self.codec, self.text_encoder, self.tokenizer, self.unwrap(self.lm))
+
+    def sample(self) -> None:
+        log_samples(self.pipeline(), self.accelerator, self.step, self.config.sample, self.output_dir)
+
+    def save(self) -> Path:
+        pipe = self.pipeline()
+        folder = self.output_dir / "pipeline"
+        if self.accelerator.is_main_process:
+            pipe.save_pretrained(folder)
+        return folder
+
+
 def train_token_lm(config: TokenLMTrainingConfig | DictConfig) -> Path:
     """Train the token LM on a frozen codec's codes and save the whole pipeline.
 
@@ -136,88 +216,7 @@ def train_token_lm(config: TokenLMTrainingConfig | DictConfig) -> Path:
     """
     if isinstance(config, TokenLMTrainingConfig):
         config = OmegaConf.structured(config)
-    if not config.codec:
-        raise ValueError("codec= is required: the folder of a trained RVQ codec (see recipes/train_autoencoder.py)")
-    run_cfg = config.run
-    accelerator = make_accelerator(run_cfg, config, "latentmusic-token-lm")
-    output_dir = Path(run_cfg.output_dir)
-
-    # Frozen codec and the code cache
-    codec = load_codec(config.codec).to(accelerator.device)
-    cache = Path(config.data.code_cache or output_dir / "codes")
-    with accelerator.main_process_first():
-        if accelerator.is_main_process:
-            encode_code_cache(codec, config.data.root, cache, progress=run_cfg.progress_bar)
-    segment_frames = max(1, round(config.data.segment_seconds * codec.latent_rate))
-    common = dict(segment_frames=segment_frames, channels=codec.config.num_quantizers, seed=run_cfg.seed)
-    train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
-    valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
-
-    tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
-
-    lm = TokenLM(
-        **{
-            "num_codebooks": codec.config.num_quantizers,
-            **OmegaConf.to_container(config.lm),
-            "codebook_size": codec.config.codebook_size,
-            "cross_attention_dim": text_width(text_encoder),
-        }
-    )
-    num_codebooks = lm.config.num_codebooks
-    TokenMusicPipeline(codec=codec, text_encoder=None, tokenizer=None, lm=lm)  # fails early if the LM does not fit
-    optimizer = make_optimizer(lm, text_encoder, config.text_encoder, config.optim)
-    lr_schedule = warmup_schedule(optimizer, config.optim.warmup_steps)
-    lm, text_encoder, optimizer, lr_schedule = accelerator.prepare(lm, text_encoder, optimizer, lr_schedule)
-
-    run = Run(accelerator, run_cfg)
-    start = run.resume()
-    batches = StepBatches(train_set, config.data.batch_size, run_cfg.seed, config.data.num_workers, collate).from_step(
-        start
-    )
-
-    def lm_loss(batch: dict[str, Any], captions: list[str]) -> torch.Tensor:
-        codes = batch["latents"][:, :num_codebooks].round().long().to(accelerator.device)
-        text = encode_text(tokenizer, text_encoder, captions, accelerator.device, config.text_encoder.max_length)
-        mask = batch["padding_mask"].to(accelerator.device)
-        return masked_lm_loss(accelerator.unwrap_model(lm), codes, mask, text, model=lm)
-
-    run.start_progress()
-    lm.train()
-    while not run.done:
-        batch = next(batches)
-        run.seed_step()
-        with accelerator.accumulate(lm):
-            loss = lm_loss(batch, batch["caption"])
-            accelerator.backward(loss)
-            if config.optim.grad_clip > 0 and accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(lm.parameters(), config.optim.grad_clip)
-            optimizer.step()
-            lr_schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-        logs = {"loss": loss.item(), "lr": lr_schedule.get_last_lr()[0]}
-        if run.evaluating:
-            lm.eval()
-            logs.update(
-                caption_gap_losses(
-                    lambda batch, captions, i: lm_loss(batch, captions),
-                    valid_set,
-                    config.data.batch_size,
-                    config.valid_batches,
-                )
-            )
-            lm.train()
-        run.end_step(logs)
-        if run.due(run_cfg.sample_every) and accelerator.is_main_process:
-            pipe = make_pipeline(codec, text_encoder, tokenizer, accelerator.unwrap_model(lm))
-            log_samples(pipe, accelerator, run.step, config.sample, output_dir)
-            lm.train()
-
-    pipe = make_pipeline(codec, text_encoder, tokenizer, accelerator.unwrap_model(lm))
-    folder = output_dir / "pipeline"
-    if accelerator.is_main_process:
-        pipe.save_pretrained(folder)
-    run.finish()
-    return folder
+    return TokenLMTrainer(config).fit()
 
 
 def make_pipeline(codec: AudioAutoencoder, text_encoder: Any, tokenizer: Any, lm: TokenLM) -> TokenMusicPipeline:
