@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def make_lora_config(
     if rank < 1:
         raise ValueError(f"LoRA rank must be a positive integer, got {rank}")
     targets = list(target_modules) if target_modules else default_target_modules(model)
-    adaptable = [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, nn.Conv1d))]
+    adaptable = _adaptable_modules(model)
     for target in targets:
         if not any(name == target or name.endswith(f".{target}") for name in adaptable):
             examples = sorted({name.rsplit(".", 1)[-1] for name in adaptable})
@@ -98,6 +99,18 @@ def make_lora_config(
         lora_dropout=dropout,
         init_lora_weights=init_lora_weights,
     )
+
+
+def _adaptable_modules(model: nn.Module) -> list[str]:
+    """Names of the `nn.Linear` / `nn.Conv1d` modules of `model`, counting one already adapted by peft as its
+    original layer (and not the layers inside the adapter)."""
+    names = []
+    for name, module in model.named_modules():
+        if name.endswith(".base_layer") or ".lora_" in name:
+            continue
+        if isinstance(getattr(module, "base_layer", module), (nn.Linear, nn.Conv1d)):
+            names.append(name)
+    return names
 
 
 def get_lora_layers(model: nn.Module, adapter_name: str = "default") -> tuple[dict[str, torch.Tensor], dict]:
@@ -127,16 +140,22 @@ def _module_of(key: str) -> str:
     raise ValueError(f"{key!r} is not a LoRA weight (its name has no '.lora_A.' or '.lora_B.')")
 
 
-def check_lora_fits(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Raise a `ValueError` unless every LoRA weight names a module of `model` and has its shape.
+def check_lora_fits(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, metadata: dict | None = None
+) -> None:
+    """Raise a `ValueError` unless every LoRA weight names a module of `model` and has its shape, and (with the
+    adapter's config) every module the config targets in `model` has weights in the file.
 
     `lora_A` must take the module's input (`in_features`, or `in_channels` and kernel for a convolution) and `lora_B`
-    give its output; both must agree on the rank. Nothing is changed, so a failed check leaves the model as it was.
+    give its output; both must agree on the rank. Nothing is changed, so a failed check leaves the model as it was
+    (diffusers' own loader would leave peft layers behind after a shape error, and would load weights for modules
+    the model lacks with only a warning).
 
     Args:
         model: The U-Net or LM (with or without adapters already).
         state_dict: The adapter's weights, keys relative to the model (no `unet.` prefix).
         source: Where the weights came from, for the message.
+        metadata: The adapter's `LoraConfig` as a dict (from the file), if known.
     """
     modules = dict(model.named_modules())
     for key, tensor in state_dict.items():
@@ -171,6 +190,23 @@ def check_lora_fits(model: nn.Module, state_dict: dict[str, torch.Tensor], sourc
                     f"LoRA {source}: {key!r} has rank {tensor.shape[0]} but its lora_B "
                     f"{'is missing' if partner is None else f'has rank {partner.shape[1]}'}; the file is damaged"
                 )
+    targets = (metadata or {}).get("target_modules")
+    if targets:
+        in_file = {_module_of(key) for key in state_dict}
+        missing = [name for name in _adaptable_modules(model) if _is_target(name, targets) and name not in in_file]
+        if missing:
+            raise ValueError(
+                f"LoRA {source} does not fit this {type(model).__name__}: its config targets {sorted(targets)}, "
+                f"which here include {len(missing)} module(s) it has no weights for, such as {missing[0]!r}. The "
+                "LoRA was trained on a model with other blocks; load it into the pipeline it was made for"
+            )
+
+
+def _is_target(name: str, targets: str | Sequence[str]) -> bool:
+    """Whether peft's `target_modules` (a regular expression, or names a module's name ends in) selects `name`."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == target or name.endswith(f".{target}") for target in targets)
 
 
 def read_lora_file(path: str | os.PathLike, weight_name: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -287,9 +323,9 @@ class MusicLoraLoaderMixin(LoraBaseMixin):
             )
         # check every component before touching any, so a bad file changes nothing
         parts = {c: (_strip_prefix(state_dict, c), _strip_prefix(metadata, c) or None) for c in loadable}
-        for component, (weights, _) in parts.items():
+        for component, (weights, component_metadata) in parts.items():
             model = getattr(self, component)
-            check_lora_fits(model, weights, source)
+            check_lora_fits(model, weights, source, metadata=component_metadata)
             if adapter_name is not None and adapter_name in getattr(model, "peft_config", {}):
                 raise ValueError(
                     f"adapter_name={adapter_name!r} is already loaded in the {component}; pick another name, or "

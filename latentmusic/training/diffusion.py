@@ -22,6 +22,7 @@ from ..melody import PITCH_CLASSES, melody_chroma
 from ..models import UNet1DConditionModel, vae_utils
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_latent_music import LatentMusicPipeline
+from .lora import LoraTrainingConfig, add_lora_adapter, save_lora_outputs
 from .media import log_audio_samples
 from .objectives import OBJECTIVES, make_training_scheduler, noise_batch, sample_keep_masks, weighted_mse
 from .runner import OptimConfig, Run, RunConfig, StepBatches, make_accelerator, warmup_schedule
@@ -101,6 +102,7 @@ class DiffusionTrainingConfig:
     diffusion: DiffusionObjectiveConfig = field(default_factory=DiffusionObjectiveConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     melody: MelodyConfig = field(default_factory=MelodyConfig)
+    lora: LoraTrainingConfig = field(default_factory=LoraTrainingConfig)  # rank > 0: train only a LoRA adapter
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/diffusion"))
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -140,7 +142,8 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     """Train the latent diffusion U-Net and save the whole pipeline.
 
     Returns:
-        The folder of the saved `LatentMusicPipeline` (`<output_dir>/pipeline`).
+        The folder of the saved `LatentMusicPipeline` (`<output_dir>/pipeline`), or with `lora.rank > 0` that of
+        the saved adapter (`<output_dir>/lora`).
     """
     if isinstance(config, DiffusionTrainingConfig):
         config = OmegaConf.structured(config)
@@ -189,6 +192,7 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     train_scheduler = make_training_scheduler(
         config.diffusion.objective, config.diffusion.num_train_timesteps, config.diffusion.beta_schedule
     )
+    with_lora = add_lora_adapter(unet, config.lora, bool(config.text_encoder.train))
     optimizer = make_optimizer(unet, text_encoder, config.text_encoder, config.optim)
     lr_schedule = warmup_schedule(optimizer, config.optim.warmup_steps)
     ema = EMAModel(
@@ -276,7 +280,9 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
 
     pipe = make_pipeline(vae, text_encoder, tokenizer, accelerator.unwrap_model(unet), ema, train_scheduler)
     folder = output_dir / "pipeline"
-    if accelerator.is_main_process:
+    if with_lora:
+        folder = save_lora_outputs(pipe, config.lora, output_dir, accelerator.is_main_process)
+    elif accelerator.is_main_process:
         pipe.save_pretrained(folder)
     run.finish()
     return folder

@@ -121,7 +121,8 @@ def make_optimizer(
         text_config: The recipe's `text_encoder` section.
         optim: The recipe's `optim` section.
     """
-    groups = [{"params": model.parameters(), "lr": optim.lr}]
+    # only what trains: with a LoRA adapter that is the adapter alone
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": optim.lr}]
     if text_config.train:
         groups.append({"params": text_encoder.parameters(), "lr": optim.lr * text_config.lr_scale})
     return torch.optim.AdamW(groups, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
