@@ -19,11 +19,15 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import safetensors.torch
 import torch
 from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY, LORA_WEIGHT_NAME_SAFE, LoraBaseMixin
 from torch import nn
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 # What a LoRA adapts when the caller does not say: the attention projections (queries, keys, values and output of
 # self- and cross-attention) of every attention block, as in diffusers' LoRA training scripts. Adding the
@@ -62,7 +66,7 @@ def make_lora_config(
     target_modules: Sequence[str] | None = None,
     dropout: float = 0.0,
     init_lora_weights: bool = True,
-):
+) -> LoraConfig:
     """A peft `LoraConfig` for `model`, with the target modules checked to exist in it.
 
     Args:
@@ -79,7 +83,7 @@ def make_lora_config(
     Raises:
         ValueError: If `rank` is not positive, or a target names no `nn.Linear` / `nn.Conv1d` of the model.
     """
-    from peft import LoraConfig
+    from peft import LoraConfig  # imported when needed: `import latentmusic` does not pay for peft
 
     if rank < 1:
         raise ValueError(f"LoRA rank must be a positive integer, got {rank}")

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..loaders.lora import get_lora_layers, make_lora_config
+from ..pipelines.pipeline_latent_music import LatentMusicPipeline
 
 ADAPTER_NAME = "default"
 
@@ -65,7 +66,9 @@ def add_lora_adapter(unet: torch.nn.Module, config: LoraTrainingConfig | DictCon
     return True
 
 
-def save_lora_outputs(pipe, config: LoraTrainingConfig | DictConfig, output_dir: Path, is_main_process: bool) -> Path:
+def save_lora_outputs(
+    pipe: LatentMusicPipeline, config: LoraTrainingConfig | DictConfig, output_dir: Path, is_main_process: bool
+) -> Path:
     """Save the trained adapter of `pipe.unet` and, if configured, the pipeline with it fused in.
 
     Args:
@@ -90,7 +93,7 @@ def save_lora_outputs(pipe, config: LoraTrainingConfig | DictConfig, output_dir:
     return folder
 
 
-def finetune_lora(config: DictConfig):
+def finetune_lora(config: DictConfig) -> Path:
     """Train a LoRA on the U-Net of the pipeline `config.init_from` with the diffusion recipe; save the adapter.
 
     `vae` defaults to the same pipeline's autoencoder.
