@@ -4,6 +4,7 @@ another model, and trained by the LoRA recipe to fit a folder better than the mo
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import safetensors
@@ -12,14 +13,15 @@ import torch
 from latentmusic import LatentMusicPipeline, TokenMusicPipeline, UNet1DConditionModel
 from latentmusic.loaders import get_lora_layers, make_lora_config
 from latentmusic.training.config import load_config
-from latentmusic.training.diffusion import DiffusionTrainingConfig
+from latentmusic.training.diffusion import DiffusionTrainingConfig, MaskingConfig
 from latentmusic.training.lora import LoraTrainingConfig, add_lora_adapter, finetune_lora
 from latentmusic.training.runner import OptimConfig
-from latentmusic.training.text_conditioning import TextEncoderConfig, make_optimizer
+from latentmusic.training.text_conditioning import TextEncoderConfig, make_optimizer, pipeline_folder
 
 from .conftest import make_tiny_pipe, perturb_
 from .test_pipeline_token_music import make_tiny_token_pipe
 
+CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "lora"
 PROMPT = "a slow Bach chorale played by a string ensemble"
 
 
@@ -217,6 +219,21 @@ def test_with_an_adapter_the_optimiser_takes_only_the_adapter():
     assert {id(p) for p in optimised} == {id(p) for p in adapter}
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_the_lora_configs_train_only_an_adapter(path):
+    config = load_config(DiffusionTrainingConfig, path)
+    assert config.init_from and config.lora.rank > 0 and not config.text_encoder.train
+
+
+def test_the_demo_lora_config_fits_the_demo_unet():
+    """Its masking must give the demo U-Net's conditioning channels (a mask and the masked latents)."""
+    config = load_config(DiffusionTrainingConfig, CONFIGS / "demo.yaml")
+    unet_config = UNet1DConditionModel.load_config(pipeline_folder(config.init_from) / "unet")
+    assert MaskingConfig.enabled(config.masking) and not config.melody.enabled
+    assert unet_config["extra_in_channels"] == unet_config["in_channels"] + 1
+    assert config.data.segment_seconds <= unet_config["max_seconds"]
+
+
 def lora_run(corpus_dir, init_from, output, cache, *overrides) -> list[dict]:
     config = load_config(
         DiffusionTrainingConfig,
@@ -245,15 +262,23 @@ def test_a_short_lora_run_lowers_the_held_out_loss_and_saves_only_the_adapter(co
     cache = tmp_path / "latents"
     # the base model's held-out loss: one step at learning rate 0 leaves the (zero-initialised) adapter a no-op
     base = lora_run(corpus_dir, init_from, tmp_path / "base-run", cache, "run.max_steps=1", "optim.lr=0")
-    rows = lora_run(corpus_dir, init_from, tmp_path / "run", cache, "run.max_steps=60", "run.eval_every=60")
+    rows = lora_run(
+        corpus_dir, init_from, tmp_path / "run", cache, "run.max_steps=60", "lora.save_fused_pipeline=true"
+    )
     base_loss, tuned_loss = base[-1]["valid_loss"], rows[-1]["valid_loss"]
     assert tuned_loss < 0.9 * base_loss, (base_loss, tuned_loss)
 
-    assert not (tmp_path / "run" / "pipeline").exists()  # only the adapter is saved ...
+    assert not (tmp_path / "base-run" / "pipeline").exists()  # by default only the adapter is saved ...
     adapter = tmp_path / "run" / "lora" / "pytorch_lora_weights.safetensors"
     unet_file = init_from / "unet" / "diffusion_pytorch_model.safetensors"
     assert adapter.stat().st_size < unet_file.stat().st_size / 2
     pipe = LatentMusicPipeline.from_pretrained(init_from)  # ... and it loads into the pipeline it was trained on
     pipe.set_progress_bar_config(disable=True)
     pipe.load_lora_weights(tmp_path / "run" / "lora")
-    assert not torch.equal(generate(pipe), base_audio)
+    adapted_audio = generate(pipe)
+    assert not torch.equal(adapted_audio, base_audio)
+    fused = LatentMusicPipeline.from_pretrained(tmp_path / "run" / "pipeline")  # the fused copy: a plain pipeline
+    fused.set_progress_bar_config(disable=True)
+    assert fused.unet.state_dict().keys() == make_tiny_pipe().unet.state_dict().keys()  # no peft layer in it
+    fused.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)  # the recipe saves a fast sampler
+    torch.testing.assert_close(generate(fused), adapted_audio, atol=1e-4, rtol=0)
