@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     corpus = Path(args.corpus)
-    held_out = [r for split in ("valid", "test") for r in read_metadata(corpus, split=split)]
+    held_out = [r for r in read_metadata(corpus, split=None) if r.get("split") in ("valid", "test")]
     if not held_out:
         raise SystemExit(f"{corpus} has no valid or test renditions to compare with")
     prompts = [held_out[i % len(held_out)]["captions"][0] for i in range(args.clips)]

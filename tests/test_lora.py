@@ -16,7 +16,12 @@ from latentmusic.training.config import load_config
 from latentmusic.training.diffusion import DiffusionTrainingConfig, MaskingConfig
 from latentmusic.training.lora import LoraTrainingConfig, add_lora_adapter, finetune_lora
 from latentmusic.training.runner import OptimConfig
-from latentmusic.training.text_conditioning import TextEncoderConfig, make_optimizer, pipeline_folder
+from latentmusic.training.text_conditioning import (
+    TextEncoderConfig,
+    load_text_encoder,
+    make_optimizer,
+    pipeline_folder,
+)
 
 from .conftest import make_tiny_pipe, perturb_
 from .test_pipeline_token_music import make_tiny_token_pipe
@@ -232,6 +237,13 @@ def test_the_demo_lora_config_fits_the_demo_unet():
     assert MaskingConfig.enabled(config.masking) and not config.melody.enabled
     assert unet_config["extra_in_channels"] == unet_config["in_channels"] + 1
     assert config.data.segment_seconds <= unet_config["max_seconds"]
+
+
+def test_the_demo_text_encoder_loads_in_float32_for_fine_tuning():
+    """The demo stores it in float16; fed to the float32 U-Net (with or without an adapter) that would fail."""
+    folder = pipeline_folder("latentmusic/demo")
+    _, text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer")
+    assert {p.dtype for p in text_encoder.parameters()} == {torch.float32}
 
 
 def lora_run(corpus_dir, init_from, output, cache, *overrides) -> list[dict]:

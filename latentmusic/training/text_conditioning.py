@@ -43,12 +43,15 @@ def load_text_encoder(folder: str | Path, tokenizer_folder: str | Path | None = 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder or folder, local_files_only=True)
     model_type = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
     if model_type in ("t5", "mt5", "umt5"):
-        return tokenizer, T5EncoderModel.from_pretrained(folder, local_files_only=True)
-    if model_type == "clap":
-        return tokenizer, ClapModel.from_pretrained(folder, local_files_only=True).text_model
-    if model_type == "clap_text_model":
-        return tokenizer, ClapTextModel.from_pretrained(folder, local_files_only=True)
-    return tokenizer, AutoModel.from_pretrained(folder, local_files_only=True)
+        model = T5EncoderModel.from_pretrained(folder, local_files_only=True)
+    elif model_type == "clap":
+        model = ClapModel.from_pretrained(folder, local_files_only=True).text_model
+    elif model_type == "clap_text_model":
+        model = ClapTextModel.from_pretrained(folder, local_files_only=True)
+    else:
+        model = AutoModel.from_pretrained(folder, local_files_only=True)
+    # transformers keeps the saved dtype (the shipped demo's is float16); the recipes train and feed float32 models
+    return tokenizer, model.float()
 
 
 def pipeline_folder(name_or_folder: str | Path) -> Path:
