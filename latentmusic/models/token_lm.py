@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
@@ -179,7 +180,7 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 @strict_config
-class TokenLM(ModelMixin, ConfigMixin):
+class TokenLM(ModelMixin, ConfigMixin, PeftAdapterMixin):
     r"""A transformer decoder over the K codebook streams of an RVQ codec, conditioned on text (MusicGen-style).
 
     Args:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import AttentionMixin, BasicTransformerBlock
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
@@ -346,7 +347,7 @@ class SecondsEmbedding(nn.Module):
 
 
 @strict_config
-class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin):
+class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
     r"""A conditional 1-D U-Net that predicts noise (or sample, or velocity) for latent audio sequences.
 
     The input is `(batch, in_channels + extra_in_channels, frames)`. For JEN-1-style continuation and

@@ -15,6 +15,7 @@ from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..audio import crop_or_pad
+from ..loaders.lora import MusicLoraLoaderMixin
 from ..melody import PITCH_CLASSES, melody_chroma
 from ..models import AudioAutoencoder, vae_utils
 from .checks import (
@@ -68,7 +69,7 @@ EXAMPLE = """
 """
 
 
-class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
+class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipeline):
     """Text-to-music generation by latent diffusion.
 
     Components:
@@ -85,6 +86,7 @@ class LatentMusicPipeline(TextToMusicMixin, DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds"]
     _optional_components: list[str] = []
+    _lora_loadable_modules = ["unet"]  # LoRA adapters (load_lora_weights etc.) go into the unet
 
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler: KarrasDiffusionSchedulers) -> None:
         super().__init__()

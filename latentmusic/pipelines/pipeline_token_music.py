@@ -10,6 +10,7 @@ from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
 from diffusers.utils import logging
 
+from ..loaders.lora import MusicLoraLoaderMixin
 from ..models.token_lm import check_sampling_args
 from .checks import (
     check_attention_mask,
@@ -46,7 +47,7 @@ EXAMPLE = """
 """
 
 
-class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
+class TokenMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipeline):
     """Text-to-music generation by a token LM over the codes of a residual-VQ codec (MusicGen-style).
 
     Components:
@@ -59,6 +60,7 @@ class TokenMusicPipeline(TextToMusicMixin, DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->lm->codec"
     _callback_tensor_inputs = ["sequence"]
     _optional_components: list[str] = []
+    _lora_loadable_modules = ["lm"]  # LoRA adapters (load_lora_weights etc.) go into the lm
 
     def __init__(self, codec, text_encoder, tokenizer, lm) -> None:
         super().__init__()

@@ -23,6 +23,7 @@ from ..melody import PITCH_CLASSES, melody_chroma
 from ..models import UNet1DConditionModel, vae_utils
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_latent_music import LatentMusicPipeline
+from .lora import LoraTrainingConfig, add_lora_adapter, save_lora_outputs
 from .media import log_audio_samples
 from .objectives import OBJECTIVES, draw, make_training_scheduler, noise_batch, sample_keep_masks, weighted_mse
 from .runner import OptimConfig, RunConfig, Trainer, make_lr_scheduler
@@ -102,6 +103,7 @@ class DiffusionTrainingConfig:
     diffusion: DiffusionObjectiveConfig = field(default_factory=DiffusionObjectiveConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     melody: MelodyConfig = field(default_factory=MelodyConfig)
+    lora: LoraTrainingConfig = field(default_factory=LoraTrainingConfig)  # rank > 0: train only a LoRA adapter
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/diffusion"))
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -283,8 +285,15 @@ class DiffusionTrainer(Trainer):
     def sample(self) -> None:
         log_samples(self.pipeline(), self.accelerator, self.step, self.config.sample, self.output_dir)
 
+    def adapt_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        # with lora.rank > 0 only a LoRA adapter of the U-Net trains (the optimiser takes only trainable weights)
+        self.with_lora = add_lora_adapter(model, self.config.lora, bool(self.config.text_encoder.train))
+        return model
+
     def save(self) -> Path:
         pipe = self.pipeline()
+        if self.with_lora:
+            return save_lora_outputs(pipe, self.config.lora, self.output_dir, self.accelerator.is_main_process)
         folder = self.output_dir / "pipeline"
         if self.accelerator.is_main_process:
             pipe.save_pretrained(folder)
@@ -298,7 +307,8 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
         config: The recipe's configuration (see `DiffusionTrainingConfig`).
 
     Returns:
-        The folder of the saved `LatentMusicPipeline` (`<output_dir>/pipeline`).
+        The folder of the saved `LatentMusicPipeline` (`<output_dir>/pipeline`), or with `lora.rank > 0` that of
+        the saved adapter (`<output_dir>/lora`).
     """
     if isinstance(config, DiffusionTrainingConfig):
         config = OmegaConf.structured(config)

@@ -43,12 +43,15 @@ def load_text_encoder(folder: str | Path, tokenizer_folder: str | Path | None = 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder or folder, local_files_only=True)
     model_type = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
     if model_type in ("t5", "mt5", "umt5"):
-        return tokenizer, T5EncoderModel.from_pretrained(folder, local_files_only=True)
-    if model_type == "clap":
-        return tokenizer, ClapModel.from_pretrained(folder, local_files_only=True).text_model
-    if model_type == "clap_text_model":
-        return tokenizer, ClapTextModel.from_pretrained(folder, local_files_only=True)
-    return tokenizer, AutoModel.from_pretrained(folder, local_files_only=True)
+        model = T5EncoderModel.from_pretrained(folder, local_files_only=True)
+    elif model_type == "clap":
+        model = ClapModel.from_pretrained(folder, local_files_only=True).text_model
+    elif model_type == "clap_text_model":
+        model = ClapTextModel.from_pretrained(folder, local_files_only=True)
+    else:
+        model = AutoModel.from_pretrained(folder, local_files_only=True)
+    # transformers keeps the saved dtype (the shipped demo's is float16); the recipes train and feed float32 models
+    return tokenizer, model.float()
 
 
 def pipeline_folder(name_or_folder: str | Path) -> Path:
@@ -121,7 +124,8 @@ def make_optimizer(
         text_config: The recipe's `text_encoder` section.
         optim: The recipe's `optim` section.
     """
-    groups = [{"params": model.parameters(), "lr": optim.lr}]
+    # only what trains: with a LoRA adapter that is the adapter alone
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": optim.lr}]
     if text_config.train:
         groups.append({"params": text_encoder.parameters(), "lr": optim.lr * text_config.lr_scale})
     return torch.optim.AdamW(groups, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
