@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import soundfile as sf
-from music21 import converter, midi, pitch, tempo
+from music21 import converter, meter, midi, pitch, tempo
 
 from latentmusic.audio import load_audio
 from latentmusic.data import AudioCaptionDataset
@@ -95,6 +95,11 @@ def test_attributes_agree_with_the_midi_that_was_played(rendered):
         score = converter.parse(midi_path)
         marks = list(score[tempo.MetronomeMark])
         assert marks and all(mark.number == pytest.approx(record["bpm"], abs=0.5) for mark in marks)
+        # one tempo throughout (the score's own marks are replaced), and the felt beat is the metre's beat
+        assert {mark.number for mark in marks} == {record["bpm"]}, record["path"]
+        signature = score[meter.TimeSignature].first()
+        assert record["beat_unit"] == signature.beatDuration.quarterLength, record["path"]
+        assert record["beat_bpm"] == pytest.approx(record["bpm"] / record["beat_unit"], abs=0.01)
         # MIDI stores pitches without spelling, so the tonic is compared as a pitch class (Db == C#).
         key = score.analyze("key")
         assert key.mode == record["mode"], record["path"]

@@ -28,9 +28,13 @@ from latentmusic.evaluation import (
     frechet_audio_distance,
     frechet_distance,
     key_relation,
+    level_corrected_tempo,
     parse_key,
+    spearman,
     tempo_match,
+    tempo_summary,
 )
+from latentmusic.evaluation.attributes import essentia_available
 from latentmusic.evaluation.clap import clap_similarities
 from latentmusic.evaluation.cli import RESULT_KEYS, evaluate
 from latentmusic.evaluation.frechet import load_clip
@@ -248,14 +252,18 @@ def test_key_and_tempo_scoring_rules():
         "relative",
     ]
     assert key_relation(c_major, (0, "minor")) == "parallel" and key_relation((9, "minor"), c_major) == "relative"
-    assert [tempo_match(e, 100) for e in (104, 200, 51, 148, 68, 125)] == [
+    assert [tempo_match(e, 100) for e in (104, 200, 51, 290, 34, 148, 68, 125)] == [
         "correct",
         "x2",
         "x0.5",
+        "x3",
+        "x1/3",
         "x1.5",
         "x2/3",
         "wrong",
     ]
+    # brought back to the target's level: an x2 error halves, x1/3 triples, a wrong estimate is kept
+    assert [level_corrected_tempo(e, 100) for e in (200, 34, 125)] == pytest.approx([100, 102, 125])
     with pytest.raises(ValueError, match="cannot read the key"):
         parse_key("H dorian")
 
@@ -270,12 +278,47 @@ def test_pitch_range_and_note_density_of_known_notes():
     assert estimate_note_density(audio, sample_rate) == pytest.approx(2.0, abs=0.34)
 
 
+def click_track(bpm: float, seconds: float, sample_rate: int, accent_every: int = 0) -> np.ndarray:
+    """Clicks at `bpm` (every `accent_every`-th one an octave lower and louder, as a bar's downbeat)."""
+    clicks = np.zeros(int(sample_rate * seconds), dtype=np.float32)
+    for i, start in enumerate(np.arange(0, seconds, 60 / bpm)):
+        accent = accent_every and i % accent_every == 0
+        click = tone(72 if accent else 84, 0.05, sample_rate) * (1.0 if accent else 0.5)
+        begin = int(start * sample_rate)
+        clicks[begin : begin + len(click)] = click[: len(clicks) - begin]
+    return clicks
+
+
 def test_tempo_of_a_click_track():
     sample_rate = 22050
-    clicks = np.zeros(sample_rate * 10, dtype=np.float32)
-    for start in np.arange(0, 10, 0.5):  # 120 BPM
-        clicks[int(start * sample_rate) : int(start * sample_rate) + 2000] = tone(84, 2000 / sample_rate, sample_rate)
-    assert tempo_match(estimate_tempo(clicks, sample_rate), 120) == "correct"
+    for backend in ("librosa", "essentia") if essentia_available() else ("librosa",):
+        assert tempo_match(estimate_tempo(click_track(120, 10, sample_rate), sample_rate, backend), 120) == "correct"
+
+
+def test_tempo_metric_counts_metrical_levels_apart_from_wrong_tempi():
+    """Click tracks of known tempo, each scored against its own tempo and against twice, a third of and 4/3 of it:
+    the metric must find the exact level, name the metrical-level errors, and call only the 4/3 target wrong."""
+    sample_rate = 22050
+    bpms = [96, 108, 120, 132]
+    tracks = [click_track(bpm, 10, sample_rate, accent_every=3) for bpm in bpms]
+    estimates = [estimate_tempo(track, sample_rate, "librosa") for track in tracks]
+    rows = []
+    for bpm, estimate in zip(bpms, estimates):
+        for factor in (1, 2, 1 / 3, 4 / 3):
+            target = bpm * factor
+            rows.append({"target_bpm": target, "bpm": estimate, "tempo_match": tempo_match(estimate, target)})
+            rows[-1]["level_bpm"] = level_corrected_tempo(estimate, target)
+    assert [row["tempo_match"] for row in rows[:4]] == ["correct", "x0.5", "x3", "wrong"]
+    exact = tempo_summary(rows[::4])
+    assert exact["tempo_accuracy"] == 1.0 and exact["tempo_spearman"] == pytest.approx(1.0)
+    summary = tempo_summary(rows)
+    assert summary["n_tempo"] == 16 and summary["tempo_accuracy"] == 0.25
+    assert summary["tempo_octave_errors"]["x0.5"] == summary["tempo_octave_errors"]["x3"] == 0.25
+    assert summary["tempo_metrical_accuracy"] == 0.75 and summary["tempo_wrong_rate"] == 0.25
+    levelled = tempo_summary([row for row in rows if row["tempo_match"] != "wrong"])
+    # raw estimates barely follow targets spread over three metrical levels; brought back to the level they do
+    assert levelled["tempo_spearman"] < 0.5 < 0.9 < levelled["tempo_level_spearman"]
+    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
 
 
 # `latentmusic evaluate`
@@ -286,6 +329,12 @@ SUMMARY_KEYS = {
     "tempo_accuracy",
     "tempo_octave_error_rate",
     "tempo_octave_errors",
+    "tempo_metrical_accuracy",
+    "tempo_wrong_rate",
+    "tempo_spearman",
+    "tempo_level_spearman",
+    "n_beat",
+    "beat_accuracy",
     "n_key",
     "key_accuracy",
     "mode_accuracy",
@@ -293,7 +342,8 @@ SUMMARY_KEYS = {
     "key_mirex_score",
     "key_relations",
 }
-CLIP_KEYS = {"clip", "target_bpm", "bpm", "tempo_ratio", "tempo_match", "target_key", "key", "key_strength"}
+CLIP_KEYS = {"clip", "target_bpm", "bpm", "tempo_ratio", "tempo_match", "level_bpm", "target_beat_bpm", "beat_match"}
+CLIP_KEYS |= {"target_key", "key", "key_strength"}
 
 
 def test_cli_writes_the_documented_schema_and_reuses_cached_reference_statistics(
@@ -333,7 +383,7 @@ def test_cli_writes_the_documented_schema_and_reuses_cached_reference_statistics
     attributes = results["attributes"]
     assert set(attributes) == {"backend", "key_profile", "tempo_tolerance", "summary", "clips"}
     assert set(attributes["summary"]) == SUMMARY_KEYS and attributes["summary"]["n_clips"] == 10
-    assert set(attributes["summary"]["tempo_octave_errors"]) == {"x2", "x0.5", "x1.5", "x2/3"}
+    assert set(attributes["summary"]["tempo_octave_errors"]) == {"x2", "x0.5", "x3", "x1/3", "x1.5", "x2/3"}
     assert all(set(row) == CLIP_KEYS | {"key_relation"} for row in attributes["clips"])
     assert cache.is_file()
 

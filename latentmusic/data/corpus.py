@@ -19,7 +19,10 @@ A ``metadata.jsonl`` line holds ``path``, ``split`` and ``captions`` (what
 :class:`~latentmusic.data.AudioCaptionDataset` reads) and the ground-truth attributes: ``piece_id``,
 ``rendition``, ``collection``, ``composer``, ``genre``, ``title``, ``key`` (e.g. ``"G minor"``),
 ``tonic`` (``"G"``, flats written ``"Bb"``), ``mode`` (``"major"``/``"minor"``), ``bpm`` (quarter notes
-per minute), ``meter`` (e.g. ``"3/4"``, ``None`` if the score has none), ``instrument``, ``program``
+per minute: the one tempo the MIDI carries, since every tempo mark of the score is replaced by it), ``meter``
+(e.g. ``"3/4"``, ``None`` if the score has none), ``beat_unit`` (quarter notes per felt beat of the metre: 1.5 in
+6/8, 2 in 2/2 and 4/2, see :func:`beat_quarters`), ``beat_bpm`` (``bpm / beat_unit``, felt beats per minute),
+``instrument``, ``program``
 (0-based General-MIDI program), ``family``, ``transposition`` (semitones), ``duration`` (seconds of the
 FLAC), ``sample_rate`` and ``channels``. The key is music21's analysis (``analyze('key')``) of the
 cropped score, transposed with the rendition, i.e. the key of what is heard.
@@ -474,6 +477,19 @@ def _trim(audio: torch.Tensor, sample_rate: int, max_seconds: float) -> torch.Te
     return audio
 
 
+def beat_quarters(time_signature: meter.TimeSignature | None) -> float:
+    """Quarter notes per felt beat of a metre, music21's ``beatDuration``: 1 in 2/4, 3/4 and 4/4, 1.5 (a dotted
+    quarter) in 6/8, 9/8 and 3/8, 2 (a half note) in 2/2, 3/2 and 4/2; 1 without a time signature.
+
+    Args:
+        time_signature: The score's first time signature, or ``None``.
+
+    Returns:
+        The beat's length in quarter notes.
+    """
+    return float(time_signature.beatDuration.quarterLength) if time_signature is not None else 1.0
+
+
 def render_piece(
     score: stream.Score,
     rendition: Rendition,
@@ -495,7 +511,8 @@ def render_piece(
         midi_path: Also keep the MIDI file FluidSynth played here.
 
     Returns:
-        The rendition's attributes: ``key``, ``tonic``, ``mode``, ``bpm``, ``meter``, ``instrument``,
+        The rendition's attributes: ``key``, ``tonic``, ``mode``, ``bpm``, ``meter``, ``beat_unit``, ``beat_bpm``,
+        ``instrument``,
         ``program``, ``family``, ``transposition``, ``duration``, ``sample_rate``, ``channels`` (see the
         module docstring).
 
@@ -517,12 +534,15 @@ def render_piece(
     save_audio(partial, audio, sample_rate)
     os.replace(partial, out_path)
     tonic = key.tonic.name.replace("-", "b")
+    beat_unit = beat_quarters(time_signature)
     return {
         "key": f"{tonic} {key.mode}",
         "tonic": tonic,
         "mode": key.mode,
         "bpm": rendition.bpm,
         "meter": time_signature.ratioString if time_signature else None,
+        "beat_unit": beat_unit,
+        "beat_bpm": round(rendition.bpm / beat_unit, 2),
         "instrument": rendition.instrument.name,
         "program": rendition.instrument.program,
         "family": rendition.instrument.family,

@@ -12,8 +12,11 @@ from .attributes import (
     estimate_pitch_range,
     estimate_tempo,
     key_relation,
+    level_corrected_tempo,
     parse_key,
+    spearman,
     tempo_match,
+    tempo_summary,
 )
 from .clap import clap_score, clap_similarities
 from .cli import evaluate
@@ -51,6 +54,7 @@ __all__ = [
     "frechet_audio_distance",
     "frechet_distance",
     "key_relation",
+    "level_corrected_tempo",
     "make_embedding",
     "mel_distance",
     "mrstft_distance",
@@ -58,6 +62,8 @@ __all__ = [
     "reconstruction_metrics",
     "seam_flux",
     "si_sdr",
+    "spearman",
     "spectral_flux",
     "tempo_match",
+    "tempo_summary",
 ]

@@ -224,7 +224,8 @@ def _print_summary(results: dict[str, Any]) -> None:
     )
     if results["attributes"] is not None:
         summary = results["attributes"]["summary"]
-        for name in ("tempo_accuracy", "tempo_octave_error_rate", "key_accuracy", "mode_accuracy"):
+        tempo = ("tempo_accuracy", "tempo_octave_error_rate", "tempo_metrical_accuracy", "tempo_spearman")
+        for name in (*tempo, "key_accuracy", "mode_accuracy"):
             if summary[name] is not None:
                 print(f"{name}: {summary[name]:.3f}")
     if results["clap_score"] is not None:
