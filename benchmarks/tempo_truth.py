@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import print_table, write_json  # noqa: E402
 
 from latentmusic.audio import load_audio  # noqa: E402
-from latentmusic.data.corpus import METADATA_FILE, beat_quarters, render_corpus  # noqa: E402
+from latentmusic.data.corpus import METADATA_FILE, render_corpus  # noqa: E402
+from latentmusic.data.rendering import beat_quarters  # noqa: E402
 from latentmusic.evaluation.attributes import (  # noqa: E402
     ANALYSIS_RATES,
     essentia_available,

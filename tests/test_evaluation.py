@@ -35,9 +35,9 @@ from latentmusic.evaluation import (
     tempo_summary,
 )
 from latentmusic.evaluation.attributes import essentia_available
+from latentmusic.evaluation.audio_sets import load_clip
 from latentmusic.evaluation.clap import clap_similarities
 from latentmusic.evaluation.cli import RESULT_KEYS, evaluate
-from latentmusic.evaluation.frechet import load_clip
 from latentmusic.evaluation.reconstruction import reconstruction_metrics
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)

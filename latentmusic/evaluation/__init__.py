@@ -21,17 +21,8 @@ from .attributes import (
 from .clap import clap_score, clap_similarities
 from .cli import evaluate
 from .continuity import seam_flux, spectral_flux
-from .frechet import (
-    AudioEmbedding,
-    ClapEmbedding,
-    EmbeddingStatistics,
-    EncodecEmbedding,
-    MusicFeatureEmbedding,
-    compute_statistics,
-    frechet_audio_distance,
-    frechet_distance,
-    make_embedding,
-)
+from .embeddings import AudioEmbedding, ClapEmbedding, EncodecEmbedding, MusicFeatureEmbedding, make_embedding
+from .frechet import EmbeddingStatistics, compute_statistics, frechet_audio_distance, frechet_distance
 from .reconstruction import mel_distance, mrstft_distance, reconstruction_metrics, si_sdr
 
 __all__ = [

@@ -47,7 +47,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import check_audio, resample, to_channels
-from .frechet import AudioSetLike, load_clip, resolve_audio_set
+from .audio_sets import AudioSetLike, load_clip, resolve_audio_set
 
 BACKENDS = ("auto", "essentia", "librosa")
 # essentia's RhythmExtractor2013 only works at 44.1 kHz; librosa's defaults are tuned for 22.05 kHz.

@@ -26,16 +26,10 @@ from ..pipelines.pipeline_latent_music import LatentMusicPipeline
 from .lora import LoraTrainingConfig, add_lora_adapter, save_lora_outputs
 from .media import log_audio_samples
 from .objectives import OBJECTIVES, draw, make_training_scheduler, noise_batch, sample_keep_masks, weighted_mse
+from .optimizer import make_optimizer
 from .runner import OptimConfig, RunConfig, Trainer, make_lr_scheduler
-from .text_conditioning import (
-    TextEncoderConfig,
-    caption_gap_losses,
-    load_text_encoder,
-    make_optimizer,
-    pipeline_folder,
-    prepare_text_encoder,
-    text_width,
-)
+from .text_conditioning import TextEncoderConfig, load_text_encoder, pipeline_folder, prepare_text_encoder, text_width
+from .validation import caption_gap_losses
 
 
 @dataclass

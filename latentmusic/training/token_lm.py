@@ -24,8 +24,10 @@ from ..models.token_lm import TokenLM
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_token_music import TokenMusicPipeline
 from .media import log_audio_samples
+from .optimizer import make_optimizer
 from .runner import OptimConfig, RunConfig, Trainer, make_lr_scheduler
-from .text_conditioning import TextEncoderConfig, caption_gap_losses, make_optimizer, prepare_text_encoder, text_width
+from .text_conditioning import TextEncoderConfig, prepare_text_encoder, text_width
+from .validation import caption_gap_losses
 
 
 @dataclass
