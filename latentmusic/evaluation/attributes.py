@@ -29,7 +29,7 @@ and ×2/3: the estimate follows another level of the metre) are reported separat
 of estimates and targets; when a target also gives the felt beat (``beat_bpm``, as the corpus's metadata does), the
 estimate is classified against it too; keys are compared by pitch class (``"Db"``
 equals ``"C#"``) and the relation of a wrong key to the right one is named (a fifth away, relative,
-parallel), with the MIREX weighted score (1 same, 0.5 fifth above, 0.3 relative, 0.2 parallel) as in
+parallel), with the MIREX weighted score (1 same, 0.5 fifth above, 0.3 relative, 0.2 parallel) of
 ``mir_eval.key.weighted_score``.
 """
 
@@ -66,7 +66,6 @@ LIBROSA_KEY_PROFILES = {
 # metre against its eighth-note pulse (x1.5, x2/3: a 6/8 jig's dotted-quarter beat against the quarter note).
 TEMPO_ERRORS = {"x2": 2.0, "x0.5": 0.5, "x3": 3.0, "x1/3": 1.0 / 3.0, "x1.5": 1.5, "x2/3": 2.0 / 3.0}
 KEY_RELATIONS = ("same", "fifth_above", "fifth_below", "relative", "parallel", "other")
-MIREX_KEY_WEIGHTS = {"same": 1.0, "fifth_above": 0.5, "relative": 0.3, "parallel": 0.2}
 _ACCIDENTALS = {"#": 1, "♯": 1, "b": -1, "-": -1, "♭": -1}
 _NATURALS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
@@ -463,6 +462,8 @@ def tempo_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    import mir_eval.key
+
     keys = [row for row in rows if row["key_relation"] is not None]
     relations = [row["key_relation"] for row in keys]
     modes = [row["key"].split()[1] == row["target_key"].split()[1] for row in keys]
@@ -473,7 +474,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "key_accuracy": _rate([r == "same" for r in relations]),
         "mode_accuracy": _rate(modes),
         "key_close_rate": _rate([r in ("same", "fifth_above", "fifth_below", "relative") for r in relations]),
-        "key_mirex_score": _rate([MIREX_KEY_WEIGHTS.get(r, 0.0) for r in relations]),
+        "key_mirex_score": _rate([mir_eval.key.weighted_score(row["target_key"], row["key"]) for row in keys]),
         "key_relations": {relation: _rate([r == relation for r in relations]) for relation in KEY_RELATIONS},
     }
 

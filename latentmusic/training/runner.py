@@ -158,6 +158,7 @@ def make_accelerator(run: RunConfig | DictConfig, config: DictConfig, project_na
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=stream_seed(run.seed, "data")),
         step_scheduler_with_optimizer=False,  # stepped once per optimisation step, not once per process
         log_with=None if run.report_to == "none" else run.report_to,
+        # no automatic_checkpoint_naming / total_limit: checkpoint.py rotates atomically, named by step (see there)
         project_config=ProjectConfiguration(
             project_dir=run.output_dir, logging_dir=str(Path(run.output_dir) / "logs")
         ),
