@@ -288,10 +288,7 @@ class DiffusionTrainer(Trainer):
         pipe = self.pipeline()
         if self.with_lora:
             return save_lora_outputs(pipe, self.config.lora, self.output_dir, self.accelerator.is_main_process)
-        folder = self.output_dir / "pipeline"
-        if self.accelerator.is_main_process:
-            pipe.save_pretrained(folder)
-        return folder
+        return self.save_pipeline(pipe)
 
 
 def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:

@@ -209,7 +209,7 @@ class Trainer:
     micro-batch: losses, `self.optimize`); the optional hooks are `check_data` (before anything is written),
     `adapt_model` (change the model before it is trained), `after_step` (after each optimisation step, e.g. EMA),
     `evaluate` (validation metrics), `sample` (audio, main process only), `on_start` (before the first step) and
-    `save` (the final model, main process only writes). `fit` runs it all.
+    `save` (the final model, main process only writes: `save_pipeline`). `fit` runs it all.
 
     Args:
         config: The recipe's whole configuration; `config.run` holds the `RunConfig` and `config.optim` the
@@ -296,6 +296,22 @@ class Trainer:
         result = [obj.to(self.accelerator.device).eval() if frozen(obj) else next(prepared) for obj in objects]
         self.models += [obj for obj in result if isinstance(obj, torch.nn.Module) and not frozen(obj)]
         return tuple(result) if len(objects) > 1 else result[0]
+
+    def save_pipeline(self, pipe: Any, subfolder: str = "pipeline") -> Path:
+        """Write the final pipeline (or model) with `save_pretrained` to `<output_dir>/<subfolder>`, from the main
+        process only; what `save` ends with.
+
+        Args:
+            pipe: Anything with `save_pretrained` (a pipeline, or a model such as the autoencoder).
+            subfolder: The folder under `run.output_dir`.
+
+        Returns:
+            The folder, on every process.
+        """
+        folder = self.output_dir / subfolder
+        if self.accelerator.is_main_process:
+            pipe.save_pretrained(folder)
+        return folder
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model)

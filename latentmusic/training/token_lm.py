@@ -200,11 +200,7 @@ class TokenLMTrainer(Trainer):
         log_samples(self.pipeline(), self.accelerator, self.step, self.config.sample, self.output_dir)
 
     def save(self) -> Path:
-        pipe = self.pipeline()
-        folder = self.output_dir / "pipeline"
-        if self.accelerator.is_main_process:
-            pipe.save_pretrained(folder)
-        return folder
+        return self.save_pipeline(self.pipeline())
 
 
 def train_token_lm(config: TokenLMTrainingConfig | DictConfig) -> Path:
