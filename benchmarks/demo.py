@@ -38,7 +38,7 @@ from latentmusic.audio import load_audio, resample  # noqa: E402
 from latentmusic.data.dataset import read_metadata  # noqa: E402
 from latentmusic.evaluation import frechet_audio_distance  # noqa: E402
 from latentmusic.evaluation.attributes import attribute_accuracy  # noqa: E402
-from latentmusic.evaluation.frechet import MusicFeatureEmbedding  # noqa: E402
+from latentmusic.evaluation.embeddings import MusicFeatureEmbedding  # noqa: E402
 from latentmusic.models import vae_utils  # noqa: E402
 
 RATE = MusicFeatureEmbedding.sample_rate  # every clip is compared at 16 kHz

@@ -3,7 +3,7 @@
 The base pipeline and the same pipeline with the LoRA loaded generate one clip per prompt with the same seeds;
 the prompts are the first captions of the LoRA folder's held-out renditions (valid and test splits), cycled to
 `--clips` clips. Each set's Fréchet distance (the offline `music-features-v1` embedding of
-`latentmusic.evaluation.frechet`) is taken to those held-out renditions, which the LoRA never trained on, and, with
+`latentmusic.evaluation.embeddings`) is taken to those held-out renditions, which the LoRA never trained on, and, with
 `--other`, to the held-out renditions of another folder: a LoRA that moves outputs toward its own data (rather than
 making them better music in general) lowers the first distance more than the second.
 

@@ -167,7 +167,7 @@ def reference_statistics(corpus: Path, cache_dir: Path) -> EmbeddingStatistics:
 
 def reference_crops(corpus: Path, pairs: list[tuple[str, dict[str, Any]]], seconds: float, rate: int) -> list:
     """The prompts' own test audio, cropped to the generated length: what a perfect sampler would give."""
-    from latentmusic.evaluation.frechet import load_clip
+    from latentmusic.evaluation.audio_sets import load_clip
 
     crops = [load_clip(corpus / record["path"], rate)[: int(seconds * rate)] for _, record in pairs]
     return crops

@@ -23,15 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import print_table, write_json  # noqa: E402
 
 from latentmusic.audio import load_audio  # noqa: E402
-from latentmusic.data.corpus import METADATA_FILE, beat_quarters, render_corpus  # noqa: E402
-from latentmusic.evaluation.attributes import (  # noqa: E402
-    ANALYSIS_RATES,
-    essentia_available,
-    estimate_tempo,
-    level_corrected_tempo,
-    tempo_match,
-    tempo_summary,
-)
+from latentmusic.data.corpus import METADATA_FILE, render_corpus  # noqa: E402
+from latentmusic.data.rendering import beat_quarters  # noqa: E402
+from latentmusic.evaluation.attributes import ANALYSIS_RATES, essentia_available, estimate_tempo  # noqa: E402
+from latentmusic.evaluation.scoring import level_corrected_tempo, tempo_match, tempo_summary  # noqa: E402
 
 COLLECTIONS = ("bach", "palestrina", "ryans", "oneills", "essen")
 

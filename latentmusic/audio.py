@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +25,6 @@ _SUBTYPES = {
     ".ogg": ("VORBIS",),
 }
 SUPPORTED_FORMATS = tuple(_SUBTYPES)
-
-# ITU-R BS.1770 measures loudness over 400 ms blocks; shorter audio has no loudness.
-_LOUDNESS_BLOCK_SECONDS = 0.4
 
 
 def check_audio(audio: torch.Tensor | np.ndarray, name: str = "audio") -> torch.Tensor:
@@ -220,39 +216,6 @@ def normalize_peak(audio: torch.Tensor | np.ndarray, peak_db: float = -1.0) -> t
     return audio * (10 ** (peak_db / 20) / peak)
 
 
-def normalize_loudness(audio: torch.Tensor | np.ndarray, sample_rate: int, target_lufs: float = -23.0) -> torch.Tensor:
-    """Scale audio to an integrated loudness (ITU-R BS.1770) of ``target_lufs``.
-
-    The result may exceed [-1, 1]; follow with :func:`normalize_peak` or a limiter if it must not.
-
-    Args:
-        audio: Float samples of shape ``(samples,)`` or ``(channels, samples)``, at most 5 channels and
-            at least 400 ms long.
-        sample_rate: Sample rate in Hz.
-        target_lufs: Target loudness in LUFS.
-
-    Returns:
-        The scaled audio, shape ``(channels, samples)``; silence (no block above the -70 LUFS gate) is
-        returned unchanged.
-
-    Raises:
-        ValueError: If the audio is shorter than 400 ms.
-    """
-    audio = check_audio(audio)
-    _check_sample_rate(sample_rate)
-    min_samples = round(_LOUDNESS_BLOCK_SECONDS * sample_rate)
-    if audio.shape[-1] < min_samples:
-        raise ValueError(
-            f"audio has {audio.shape[-1]} samples, shorter than the 400 ms ({min_samples} samples) "
-            "loudness needs; use normalize_peak for short clips"
-        )
-    loudness = torchaudio.functional.loudness(audio, sample_rate)
-    # Silence measures as NaN/-inf: any gain would be meaningless or blow up the noise floor.
-    if not torch.isfinite(loudness):
-        return audio
-    return audio * 10 ** ((target_lufs - loudness) / 20)
-
-
 def crop_or_pad(audio: torch.Tensor, length: int, offset: int = 0) -> torch.Tensor:
     """Take ``length`` samples from ``offset`` along the last axis, zero-padding at the end if short.
 
@@ -312,111 +275,3 @@ def mel_spectrogram(
         )
     mel = _mel_transform(sample_rate, n_fft, hop_length, n_mels, audio.device, audio.dtype)(audio)
     return mel.clamp(min=1e-5).log() if log else mel
-
-
-def chunk_starts(length: int, chunk_size: int, overlap: int) -> list[int]:
-    """Start indices of overlapping chunks covering ``length`` samples.
-
-    Chunks advance by ``chunk_size - overlap``; the last one is moved back to end exactly at ``length``
-    so every chunk has ``chunk_size`` samples (one shape for the model), unless ``length < chunk_size``,
-    which gives one short chunk.
-
-    Args:
-        length: Total number of samples.
-        chunk_size: Samples per chunk.
-        overlap: Samples shared by consecutive chunks, ``0 <= overlap < chunk_size``.
-
-    Returns:
-        Sorted start indices, the first one 0.
-    """
-    if length <= 0 or chunk_size <= 0 or not 0 <= overlap < chunk_size:
-        raise ValueError(
-            f"need length > 0, chunk_size > 0 and 0 <= overlap < chunk_size, "
-            f"got length={length}, chunk_size={chunk_size}, overlap={overlap}"
-        )
-    if length <= chunk_size:
-        return [0]
-    return [*range(0, length - chunk_size, chunk_size - overlap), length - chunk_size]
-
-
-def _fade_window(size: int, overlap: int, like: torch.Tensor) -> torch.Tensor:
-    # Linear ramps that never reach zero, so every covered sample has positive total weight.
-    ramp = torch.arange(1, overlap + 1, device=like.device, dtype=like.dtype) / (overlap + 1)
-    window = torch.ones(size, device=like.device, dtype=like.dtype)
-    fade = min(overlap, size)
-    window[:fade] = ramp[:fade]
-    window[size - fade :] = torch.minimum(window[size - fade :], ramp[:fade].flip(0))
-    return window
-
-
-def overlap_add(chunks: Iterable[torch.Tensor], starts: list[int], length: int, overlap: int) -> torch.Tensor:
-    """Crossfade overlapping chunks back into one signal along the last axis.
-
-    Each chunk is weighted by linear fade-in/fade-out ramps of ``overlap`` samples and the sum is divided
-    by the summed weights, so the weights sum to one at every sample (also where the last chunk overlaps
-    more than ``overlap``). ``chunks`` may be a generator: only one chunk is held at a time.
-
-    Args:
-        chunks: Tensors of shape ``(..., chunk_samples)``, one per start.
-        starts: Start index of each chunk in the output, e.g. from :func:`chunk_starts`.
-        length: Output length in samples.
-        overlap: Crossfade length in samples.
-
-    Returns:
-        A tensor of shape ``(..., length)``.
-
-    Raises:
-        ValueError: If a chunk falls outside ``[0, length)`` or some sample is covered by no chunk.
-    """
-    output = weight_sum = None
-    for chunk, start in zip(chunks, starts, strict=True):
-        size = chunk.shape[-1]
-        if start < 0 or start + size > length:
-            raise ValueError(f"chunk [{start}, {start + size}) lies outside the output [0, {length})")
-        if output is None:
-            output = chunk.new_zeros(*chunk.shape[:-1], length)
-            weight_sum = chunk.new_zeros(length)
-        window = _fade_window(size, overlap, chunk)
-        output[..., start : start + size] += chunk * window
-        weight_sum[start : start + size] += window
-    if output is None or not weight_sum.all():
-        raise ValueError(f"chunks starting at {starts} do not cover all {length} samples; use chunk_starts")
-    return output / weight_sum
-
-
-def process_in_chunks(
-    audio: torch.Tensor,
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    chunk_size: int,
-    overlap: int,
-) -> torch.Tensor:
-    """Apply ``fn`` to overlapping chunks along the last axis and crossfade the results.
-
-    Bounds the memory ``fn`` needs for long audio; the chunks are computed one at a time.
-
-    Args:
-        audio: Tensor of shape ``(..., samples)``.
-        fn: Maps a chunk ``(..., n)`` to a tensor ``(..., n)``; the leading dimensions may change.
-        chunk_size: Samples per chunk.
-        overlap: Samples crossfaded between consecutive chunks.
-
-    Returns:
-        The overlap-added outputs, shape ``(..., samples)``.
-
-    Raises:
-        ValueError: If ``fn`` changes the length of a chunk.
-    """
-    length = audio.shape[-1]
-    starts = chunk_starts(length, chunk_size, overlap)
-
-    def apply(start: int) -> torch.Tensor:
-        chunk = audio[..., start : start + chunk_size]
-        out = fn(chunk)
-        if out.shape[-1] != chunk.shape[-1]:
-            raise ValueError(
-                f"fn turned a chunk of {chunk.shape[-1]} samples into {out.shape[-1]}; "
-                "process_in_chunks needs fn to preserve the length of the last axis"
-            )
-        return out
-
-    return overlap_add((apply(start) for start in starts), starts, length, overlap)

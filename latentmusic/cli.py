@@ -220,7 +220,7 @@ def _seconds_range(text: str) -> tuple[float, float]:
 
 
 def _render_corpus(args: argparse.Namespace) -> int:
-    from .data.corpus import render_corpus_from_args
+    from .data.cli import render_corpus_from_args
 
     render_corpus_from_args(args)
     return 0
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.set_defaults(func=_generate)
 
-    from .data.corpus import add_render_arguments
+    from .data.cli import add_render_arguments
 
     render = commands.add_parser("render-corpus", help="render the music21 corpus to audio with captions")
     add_render_arguments(render)

@@ -69,7 +69,8 @@ def tiny_pipe() -> LatentMusicPipeline:
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory):
     """A small real corpus (about 30 pieces, 7 minutes of 16 kHz audio), rendered once per test session."""
-    from latentmusic.data.corpus import find_soundfont, render_corpus, require_fluidsynth
+    from latentmusic.data.corpus import render_corpus
+    from latentmusic.data.rendering import find_soundfont, require_fluidsynth
 
     try:
         require_fluidsynth()

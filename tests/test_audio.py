@@ -8,14 +8,10 @@ import torchaudio
 from latentmusic.audio import (
     SUPPORTED_FORMATS,
     check_audio,
-    chunk_starts,
     crop_or_pad,
     load_audio,
     mel_spectrogram,
-    normalize_loudness,
     normalize_peak,
-    overlap_add,
-    process_in_chunks,
     resample,
     save_audio,
     to_channels,
@@ -201,43 +197,6 @@ def test_bad_sample_rate(tmp_path, sample_rate):
         resample(music(), SR, sample_rate)
 
 
-# Chunked overlap-add.
-
-
-@pytest.mark.parametrize("length", [1, 50, 100, 101, 250, 1000, 1234])
-def test_overlap_add_identity_reconstructs(length):
-    audio = torch.randn(2, length, generator=torch.Generator().manual_seed(length))
-    out = process_in_chunks(audio, lambda chunk: chunk, chunk_size=100, overlap=30)
-    assert out.shape == audio.shape
-    assert torch.allclose(out, audio, atol=1e-6)
-
-
-def test_overlap_add_pointwise_fn_matches_unchunked():
-    audio = music()
-    assert torch.allclose(process_in_chunks(audio, lambda chunk: chunk * 2, 4096, 512), audio * 2, atol=1e-6)
-
-
-@pytest.mark.parametrize(("length", "chunk_size", "overlap"), [(1000, 100, 30), (1234, 256, 0), (99, 100, 50)])
-def test_overlap_add_weights_sum_to_one(length, chunk_size, overlap):
-    starts = chunk_starts(length, chunk_size, overlap)
-    assert starts[0] == 0
-    chunks = (torch.ones(min(chunk_size, length)) for _ in starts)
-    assert torch.allclose(overlap_add(chunks, starts, length, overlap), torch.ones(length), atol=1e-6)
-
-
-def test_chunk_starts():
-    assert chunk_starts(50, 100, 10) == [0]
-    assert chunk_starts(250, 100, 10) == [0, 90, 150]  # last chunk moved back to end at 250
-    assert chunk_starts(190, 100, 10) == [0, 90]
-    with pytest.raises(ValueError, match="overlap < chunk_size"):
-        chunk_starts(100, 10, 10)
-
-
-def test_process_in_chunks_rejects_length_change():
-    with pytest.raises(ValueError, match="preserve the length"):
-        process_in_chunks(torch.zeros(500), lambda chunk: chunk[..., 1:], 100, 10)
-
-
 # Normalisation.
 
 
@@ -245,19 +204,6 @@ def test_normalize_peak():
     out = normalize_peak(music(), peak_db=-6.0)
     assert out.abs().max().item() == pytest.approx(10 ** (-6 / 20), rel=1e-6)
     assert torch.equal(normalize_peak(torch.zeros(2, 100)), torch.zeros(2, 100))
-
-
-@pytest.mark.parametrize("target", [-23.0, -14.0])
-def test_normalize_loudness(target):
-    out = normalize_loudness(music(seconds=2.0), SR, target_lufs=target)
-    assert torchaudio.functional.loudness(out, SR).item() == pytest.approx(target, abs=0.5)
-
-
-def test_normalize_loudness_leaves_silence_and_rejects_short_audio():
-    silence = torch.zeros(2, SR)
-    assert torch.equal(normalize_loudness(silence, SR), silence)
-    with pytest.raises(ValueError, match=r"shorter than the 400 ms.*normalize_peak"):
-        normalize_loudness(music(seconds=0.1), SR)
 
 
 # Mel spectrogram.

@@ -15,20 +15,16 @@ from latentmusic.data import AudioCaptionDataset
 from latentmusic.data.captions import make_captions, short_instrument_name, tempo_word
 from latentmusic.data.corpus import (
     COLLECTION_NAMES,
-    INSTALL_HINT,
     INSTRUMENTS,
-    SOUNDFONT_ENV,
     TRANSPOSITIONS,
     choose_rendition,
-    find_soundfont,
     list_pieces,
     load_score,
     render_corpus,
-    render_piece,
     rendition_path,
-    require_fluidsynth,
     split_of,
 )
+from latentmusic.data.rendering import INSTALL_HINT, SOUNDFONT_ENV, find_soundfont, render_piece, require_fluidsynth
 
 RATE = 16000
 MAX_SECONDS = 12.0

@@ -22,6 +22,7 @@ from latentmusic.evaluation import (
     attribute_accuracy,
     clap_score,
     compute_statistics,
+    estimate_key,
     estimate_note_density,
     estimate_pitch_range,
     estimate_tempo,
@@ -35,9 +36,9 @@ from latentmusic.evaluation import (
     tempo_summary,
 )
 from latentmusic.evaluation.attributes import essentia_available
+from latentmusic.evaluation.audio_sets import load_clip
 from latentmusic.evaluation.clap import clap_similarities
 from latentmusic.evaluation.cli import RESULT_KEYS, evaluate
-from latentmusic.evaluation.frechet import load_clip
 from latentmusic.evaluation.reconstruction import reconstruction_metrics
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
@@ -266,6 +267,30 @@ def test_key_and_tempo_scoring_rules():
     assert [level_corrected_tempo(e, 100) for e in (200, 34, 125)] == pytest.approx([100, 102, 125])
     with pytest.raises(ValueError, match="cannot read the key"):
         parse_key("H dorian")
+
+
+def test_mirex_key_score_weighs_each_relation_of_the_estimate_to_its_target():
+    """One clip scored against six targets placed around the key estimated for it: the MIREX weights are 1 (same),
+    0.5 (the estimate a fifth above the target), 0.3 (relative), 0.2 (parallel), 0 (a fifth below, other)."""
+    audio, _ = synth_music(0, 22050, seconds=4.0)
+    estimate = estimate_key(audio, 22050, backend="librosa")
+    tonic = PITCH_NAMES.index(estimate.tonic)
+    other_mode = "minor" if estimate.mode == "major" else "major"
+    relative = tonic + (-3 if estimate.mode == "major" else 3)  # the estimate is the target's relative key
+    targets = [
+        (tonic, estimate.mode),
+        (tonic - 7, estimate.mode),  # the estimate a fifth above the target
+        (relative, other_mode),
+        (tonic, other_mode),
+        (tonic + 7, estimate.mode),  # a fifth below: no MIREX credit
+        (tonic + 1, estimate.mode),
+    ]
+    records = [{"key": f"{PITCH_NAMES[pc % 12]} {mode}"} for pc, mode in targets]
+    results = attribute_accuracy(([audio] * len(records), 22050), records, backend="librosa")
+    relations = [row["key_relation"] for row in results["clips"]]
+    assert relations == ["same", "fifth_above", "relative", "parallel", "fifth_below", "other"]
+    assert results["summary"]["key_mirex_score"] == pytest.approx((1.0 + 0.5 + 0.3 + 0.2) / 6)
+    assert results["summary"]["key_accuracy"] == pytest.approx(1 / 6)
 
 
 def test_pitch_range_and_note_density_of_known_notes():

@@ -15,13 +15,9 @@ from latentmusic.loaders import get_lora_layers, make_lora_config
 from latentmusic.training.config import load_config
 from latentmusic.training.diffusion import DiffusionTrainingConfig, MaskingConfig
 from latentmusic.training.lora import LoraTrainingConfig, add_lora_adapter, finetune_lora
+from latentmusic.training.optimizer import make_optimizer
 from latentmusic.training.runner import OptimConfig
-from latentmusic.training.text_conditioning import (
-    TextEncoderConfig,
-    load_text_encoder,
-    make_optimizer,
-    pipeline_folder,
-)
+from latentmusic.training.text_conditioning import TextEncoderConfig, load_text_encoder, pipeline_folder
 
 from .conftest import make_tiny_pipe, perturb_
 from .test_pipeline_token_music import make_tiny_token_pipe

@@ -17,18 +17,12 @@ from transformers import AutoTokenizer
 
 from latentmusic.audio import save_audio
 from latentmusic.data import collate
+from latentmusic.training.accelerator import resolve_mixed_precision, stream_seed
 from latentmusic.training.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from latentmusic.training.config import load_config, run_recipe
 from latentmusic.training.diffusion import DiffusionTrainingConfig, train_diffusion
 from latentmusic.training.objectives import OBJECTIVES, make_training_scheduler, noise_batch, weighted_mse
-from latentmusic.training.runner import (
-    OptimConfig,
-    RunConfig,
-    Trainer,
-    make_lr_scheduler,
-    resolve_mixed_precision,
-    stream_seed,
-)
+from latentmusic.training.runner import OptimConfig, RunConfig, Trainer, make_lr_scheduler
 from latentmusic.training.tokenizer import build_caption_tokenizer
 
 

@@ -11,28 +11,14 @@ from .attributes import (
     estimate_note_density,
     estimate_pitch_range,
     estimate_tempo,
-    key_relation,
-    level_corrected_tempo,
-    parse_key,
-    spearman,
-    tempo_match,
-    tempo_summary,
 )
 from .clap import clap_score, clap_similarities
 from .cli import evaluate
 from .continuity import seam_flux, spectral_flux
-from .frechet import (
-    AudioEmbedding,
-    ClapEmbedding,
-    EmbeddingStatistics,
-    EncodecEmbedding,
-    MusicFeatureEmbedding,
-    compute_statistics,
-    frechet_audio_distance,
-    frechet_distance,
-    make_embedding,
-)
+from .embeddings import AudioEmbedding, ClapEmbedding, EncodecEmbedding, MusicFeatureEmbedding, make_embedding
+from .frechet import EmbeddingStatistics, compute_statistics, frechet_audio_distance, frechet_distance
 from .reconstruction import mel_distance, mrstft_distance, reconstruction_metrics, si_sdr
+from .scoring import key_relation, level_corrected_tempo, parse_key, spearman, tempo_match, tempo_summary
 
 __all__ = [
     "AudioEmbedding",

@@ -1,7 +1,7 @@
 """CLAP score: how well generated audio matches its prompt (text–audio cosine similarity).
 
 Both the prompt and the clip are embedded with a LAION-CLAP model
-(:class:`~latentmusic.evaluation.frechet.ClapEmbedding`, loaded from a local folder: nothing is
+(:class:`~latentmusic.evaluation.embeddings.ClapEmbedding`, loaded from a local folder: nothing is
 downloaded), and the score is the cosine similarity of the two unit vectors, averaged over clips, as
 MusicLDM and Stable Audio report it. Higher is better; the scale depends on the checkpoint, so compare
 scores from the same one. A clip longer than the model's 10 s window is embedded window by window and
@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .frechet import AudioSetLike, ClapEmbedding, iterate_batches, resolve_audio_set
+from .audio_sets import AudioSetLike, iterate_batches, resolve_audio_set
+from .embeddings import ClapEmbedding
 
 
 def clap_similarities(

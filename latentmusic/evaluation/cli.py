@@ -123,7 +123,7 @@ def reconstruction_scores(
 
     from ..audio import load_audio
     from ..models import vae_utils
-    from .frechet import list_audio_files
+    from .audio_sets import list_audio_files
     from .reconstruction import reconstruction_metrics
 
     vae = vae_utils.load_vae(autoencoder).eval()
@@ -161,7 +161,7 @@ def evaluate(
         metadata: ``metadata.jsonl`` of the generated clips (paths relative to its folder) with targets
             (``bpm``, ``key`` or ``tonic`` + ``mode``) and captions; ``None`` skips attributes and CLAP score.
         embedding: ``"default"``, ``"clap:PATH"`` or ``"encodec:PATH"`` (see
-            :func:`~latentmusic.evaluation.frechet.make_embedding`).
+            :func:`~latentmusic.evaluation.embeddings.make_embedding`).
         clap: CLAP checkpoint folder for the CLAP score (needs ``metadata``); ``None`` skips it.
         batch_size: Clips embedded at once.
         tempo_tolerance: Relative tolerance of a right tempo.
@@ -181,7 +181,8 @@ def evaluate(
     """
     from .attributes import attribute_accuracy
     from .clap import clap_score
-    from .frechet import compute_statistics, make_embedding
+    from .embeddings import make_embedding
+    from .frechet import compute_statistics
 
     if clap is not None and metadata is None:
         raise ValueError("the CLAP score needs each clip's prompt: give --metadata with captions along with --clap")

@@ -1,6 +1,6 @@
 """Reconstruction metrics for autoencoders and codecs, as DAC and EnCodec report them.
 
-- SI-SDR (dB, higher is better): scale-invariant signal-to-distortion ratio.
+- SI-SDR (dB, higher is better): scale-invariant signal-to-distortion ratio (auraloss's `SISDRLoss`).
 - Multi-resolution STFT distance (lower is better): auraloss's spectral convergence + log-magnitude loss.
 - Mel distance (lower is better): L1 between log-mel spectrograms at several resolutions (DAC's mel loss).
 """
@@ -33,15 +33,20 @@ def _pairs(reference: torch.Tensor, estimate: torch.Tensor) -> tuple[torch.Tenso
 
 
 def si_sdr(reference: torch.Tensor, estimate: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Scale-invariant SDR in dB per example (mean over channels) of `(batch, channels, samples)` audio."""
+    """Scale-invariant SDR in dB per example (mean over channels) of `(batch, channels, samples)` audio.
+
+    auraloss's `SISDRLoss` (zero-mean, per channel), negated back from a loss to a ratio.
+
+    Args:
+        reference: The input audio, `(samples,)`, `(channels, samples)` or `(batch, channels, samples)`.
+        estimate: Its reconstruction, the same shape.
+        eps: Offset that keeps silent references and perfect reconstructions finite.
+
+    Returns:
+        One value per example, shape `(batch,)`.
+    """
     reference, estimate = _pairs(reference, estimate)
-    reference = reference - reference.mean(-1, keepdim=True)
-    estimate = estimate - estimate.mean(-1, keepdim=True)
-    scale = (estimate * reference).sum(-1, keepdim=True) / (reference.pow(2).sum(-1, keepdim=True) + eps)
-    target = scale * reference
-    noise = estimate - target
-    ratio = (target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps)
-    return (10 * torch.log10(ratio)).mean(-1)
+    return -auraloss.time.SISDRLoss(eps=eps, reduction="none")(estimate, reference).mean(-1)
 
 
 @functools.lru_cache(maxsize=4)

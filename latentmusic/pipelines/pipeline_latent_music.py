@@ -52,22 +52,6 @@ from .tasks import (
 
 logger = logging.get_logger(__name__)
 
-EXAMPLE = """
-    Examples:
-        ```py
-        >>> import torch
-        >>> from diffusers import DPMSolverMultistepScheduler
-        >>> from latentmusic import LatentMusicPipeline
-
-        >>> pipe = LatentMusicPipeline.from_pretrained("path/to/pipeline")
-        >>> pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-        >>> out = pipe("a slow Bach chorale on a church organ", audio_length_in_s=10.0,
-        ...            num_inference_steps=25, guidance_scale=4.0,
-        ...            generator=torch.Generator().manual_seed(0))
-        >>> out.audios.shape  # (batch, channels, samples)
-        ```
-"""
-
 
 class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipeline):
     """Text-to-music generation by latent diffusion.

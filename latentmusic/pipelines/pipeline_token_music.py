@@ -33,19 +33,6 @@ from .tasks import prepare_audio
 
 logger = logging.get_logger(__name__)
 
-EXAMPLE = """
-    Examples:
-        ```py
-        >>> import torch
-        >>> from latentmusic import TokenMusicPipeline
-
-        >>> pipe = TokenMusicPipeline.from_pretrained("path/to/pipeline")
-        >>> out = pipe("a fast fiddle tune on flute", audio_length_in_s=8.0, guidance_scale=3.0,
-        ...            top_k=250, generator=torch.Generator().manual_seed(0))
-        >>> out.audios.shape  # (batch, channels, samples)
-        ```
-"""
-
 
 class TokenMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipeline):
     """Text-to-music generation by a token LM over the codes of a residual-VQ codec (MusicGen-style).

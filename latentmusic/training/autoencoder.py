@@ -194,14 +194,11 @@ class AutoencoderTrainer(Trainer):
         # ships its live weights
         live = self.unwrap(self.model)
         final = fresh_copy(live).eval() if self.quantized else ema_copy(live, self.ema)
-        folder = self.output_dir / "autoencoder"
-        if self.accelerator.is_main_process:
-            if isinstance(final, AudioAutoencoder) and not self.quantized:
-                train_set = self.train_set
-                scaling_batches = (train_set[i]["audio"].unsqueeze(0) for i in range(min(len(train_set), 32)))
-                compute_latent_statistics(final, scaling_batches)
-            final.save_pretrained(folder)
-        return folder
+        if self.accelerator.is_main_process and isinstance(final, AudioAutoencoder) and not self.quantized:
+            train_set = self.train_set
+            scaling_batches = (train_set[i]["audio"].unsqueeze(0) for i in range(min(len(train_set), 32)))
+            compute_latent_statistics(final, scaling_batches)
+        return self.save_pipeline(final, "autoencoder")
 
 
 def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:

@@ -3,6 +3,12 @@
 A checkpoint is written to `checkpoint-<step>.tmp` and renamed only once complete, so a run killed
 mid-write never leaves a checkpoint that looks valid. `trainer_state.json`, written last, marks it
 complete and records the step to resume from.
+
+Why not Accelerate's own rotation (`ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=N)`): it
+writes straight into the final `checkpoint_<i>` folder (a killed run leaves one that looks complete), deletes the
+oldest checkpoint *before* the new one is written (with `total_limit=1` a crash mid-write leaves none), and numbers
+folders by its own save counter rather than the optimisation step. Atomic writes and exact resume need the few
+lines below.
 """
 
 from __future__ import annotations

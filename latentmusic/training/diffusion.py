@@ -26,16 +26,10 @@ from ..pipelines.pipeline_latent_music import LatentMusicPipeline
 from .lora import LoraTrainingConfig, add_lora_adapter, save_lora_outputs
 from .media import log_audio_samples
 from .objectives import OBJECTIVES, draw, make_training_scheduler, noise_batch, sample_keep_masks, weighted_mse
+from .optimizer import make_optimizer
 from .runner import OptimConfig, RunConfig, Trainer, make_lr_scheduler
-from .text_conditioning import (
-    TextEncoderConfig,
-    caption_gap_losses,
-    load_text_encoder,
-    make_optimizer,
-    pipeline_folder,
-    prepare_text_encoder,
-    text_width,
-)
+from .text_conditioning import TextEncoderConfig, load_text_encoder, pipeline_folder, prepare_text_encoder, text_width
+from .validation import caption_gap_losses
 
 
 @dataclass
@@ -294,10 +288,7 @@ class DiffusionTrainer(Trainer):
         pipe = self.pipeline()
         if self.with_lora:
             return save_lora_outputs(pipe, self.config.lora, self.output_dir, self.accelerator.is_main_process)
-        folder = self.output_dir / "pipeline"
-        if self.accelerator.is_main_process:
-            pipe.save_pretrained(folder)
-        return folder
+        return self.save_pipeline(pipe)
 
 
 def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:

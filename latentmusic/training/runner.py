@@ -25,28 +25,22 @@ resumed from a checkpoint continues exactly as an uninterrupted one.
 from __future__ import annotations
 
 import json
-import warnings
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 from diffusers.optimization import SchedulerType, get_scheduler
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.dataset import read_metadata
+from .accelerator import make_accelerator, stream_seed
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from .config import save_config
 from .media import LossHistory
 
-MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = tuple(kind.value for kind in SchedulerType if kind.value != "piecewise_constant")
 
 
@@ -86,101 +80,6 @@ class OptimConfig:
     ema_decay: float = 0.999  # EMA of the trained weights, used for samples and the final model
 
 
-def stream_seed(seed: int, stream: str, *keys: int) -> int:
-    """A 32-bit seed for one random stream of a run, unrelated to the seeds of other streams, steps or ranks.
-
-    Args:
-        seed: The run's seed (`run.seed`).
-        stream: The stream's name ("data", "noise", "global", ...).
-        *keys: Further integers that select the draw (step, micro-batch, rank, example position).
-
-    Returns:
-        A seed in `[0, 2**32)`.
-    """
-    # SeedSequence mixes its entropy, so neighbouring keys give unrelated seeds (unlike seed + step)
-    entropy = [seed, zlib.crc32(stream.encode()), *keys]
-    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint32)[0])
-
-
-def resolve_mixed_precision(requested: str) -> str:
-    """The autocast mode to train with: `requested` where the device supports it, else "no" with a warning.
-
-    Args:
-        requested: `run.mixed_precision`, one of "no", "fp16", "bf16".
-
-    Returns:
-        The mode to pass to `Accelerator`.
-
-    Raises:
-        ValueError: If `requested` is not one of the modes.
-    """
-    if requested not in MIXED_PRECISION:
-        raise ValueError(f"run.mixed_precision must be one of {MIXED_PRECISION}, got {requested!r}")
-    if requested == "no":
-        return requested
-    cuda = torch.cuda.is_available()
-    if requested == "fp16" and not cuda:
-        warnings.warn(
-            "run.mixed_precision=fp16 needs a CUDA GPU; training in float32 (bf16 works on a CPU)", stacklevel=2
-        )
-        return "no"
-    if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        warnings.warn(
-            "run.mixed_precision=bf16: this GPU has no bfloat16; training in float32 (try fp16)", stacklevel=2
-        )
-        return "no"
-    return requested
-
-
-def make_accelerator(run: RunConfig | DictConfig, config: DictConfig, project_name: str) -> Accelerator:
-    """An `Accelerator` writing into `run.output_dir`, with trackers started and the config saved.
-
-    Args:
-        run: The run section of the config.
-        config: The whole config (saved to `<output_dir>/config.yaml` and sent to the trackers).
-        project_name: The trackers' project name.
-
-    Returns:
-        The accelerator, with the seedable sampler, gradient accumulation and mixed precision set up.
-    """
-    if run.gradient_accumulation_steps < 1:
-        raise ValueError(
-            f"run.gradient_accumulation_steps must be at least 1, got {run.gradient_accumulation_steps}; "
-            "1 means no accumulation"
-        )
-    accelerator = Accelerator(
-        mixed_precision=resolve_mixed_precision(run.mixed_precision),
-        # sync_with_dataloader=False: a step is always `gradient_accumulation_steps` micro-batches, also across
-        # epochs, so the data of step s stays a function of s (exact resume)
-        gradient_accumulation_plugin=GradientAccumulationPlugin(
-            num_steps=run.gradient_accumulation_steps, adjust_scheduler=False, sync_with_dataloader=False
-        ),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=stream_seed(run.seed, "data")),
-        step_scheduler_with_optimizer=False,  # stepped once per optimisation step, not once per process
-        log_with=None if run.report_to == "none" else run.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=run.output_dir, logging_dir=str(Path(run.output_dir) / "logs")
-        ),
-    )
-    set_seed(run.seed)  # model initialisation: the same on every rank
-    if accelerator.is_main_process:
-        save_config(config, Path(run.output_dir) / "config.yaml")
-    if run.report_to != "none":
-        flat = {k: v for k, v in _flatten(OmegaConf.to_container(config, resolve=True)).items()}
-        accelerator.init_trackers(project_name, config=flat)
-    return accelerator
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        value = tree if isinstance(tree, (int, float, str, bool)) else str(tree)
-        return {prefix: value}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flatten(value, f"{prefix}{key}/" if isinstance(value, dict) else f"{prefix}{key}"))
-    return out
-
-
 def make_lr_scheduler(
     optimizer: torch.optim.Optimizer, optim: OptimConfig | DictConfig, max_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
@@ -208,7 +107,7 @@ class Trainer:
     micro-batch: losses, `self.optimize`); the optional hooks are `check_data` (before anything is written),
     `adapt_model` (change the model before it is trained), `after_step` (after each optimisation step, e.g. EMA),
     `evaluate` (validation metrics), `sample` (audio, main process only), `on_start` (before the first step) and
-    `save` (the final model, main process only writes). `fit` runs it all.
+    `save` (the final model, main process only writes: `save_pipeline`). `fit` runs it all.
 
     Args:
         config: The recipe's whole configuration; `config.run` holds the `RunConfig` and `config.optim` the
@@ -295,6 +194,22 @@ class Trainer:
         result = [obj.to(self.accelerator.device).eval() if frozen(obj) else next(prepared) for obj in objects]
         self.models += [obj for obj in result if isinstance(obj, torch.nn.Module) and not frozen(obj)]
         return tuple(result) if len(objects) > 1 else result[0]
+
+    def save_pipeline(self, pipe: Any, subfolder: str = "pipeline") -> Path:
+        """Write the final pipeline (or model) with `save_pretrained` to `<output_dir>/<subfolder>`, from the main
+        process only; what `save` ends with.
+
+        Args:
+            pipe: Anything with `save_pretrained` (a pipeline, or a model such as the autoencoder).
+            subfolder: The folder under `run.output_dir`.
+
+        Returns:
+            The folder, on every process.
+        """
+        folder = self.output_dir / subfolder
+        if self.accelerator.is_main_process:
+            pipe.save_pretrained(folder)
+        return folder
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model)

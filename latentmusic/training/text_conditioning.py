@@ -1,11 +1,13 @@
 """Text conditioning shared by the training recipes that cross-attend to captions (diffusion and token LM):
-the text encoder's config, loading or building it, the optimiser that may train it with the model, and the
-held-out loss with right versus shuffled captions that shows whether the model listens to the text.
+the text encoder's config, loading or building it, and the pipeline folder a fine-tuning run loads it from.
+
+The optimiser that may train the text encoder with the model is in :mod:`latentmusic.training.optimizer`; the
+held-out loss with right against shuffled captions, which shows whether the model listens to the text, in
+:mod:`latentmusic.training.validation`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,7 @@ from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModel, AutoTokenizer, ClapModel, ClapTextModel, T5Config, T5EncoderModel
 
 from ..checkpoints import resolve_pretrained
-from ..data.dataset import LatentDataset, collate, read_metadata
-from .runner import OptimConfig
+from ..data.dataset import read_metadata
 from .tokenizer import build_caption_tokenizer
 
 
@@ -108,54 +109,3 @@ def prepare_text_encoder(config: TextEncoderConfig | DictConfig, data_root: str 
 def text_width(text_encoder: torch.nn.Module) -> int:
     """Width of the text encoder's hidden states (what the model cross-attends to)."""
     return getattr(text_encoder.config, "hidden_size", None) or text_encoder.config.d_model
-
-
-def make_optimizer(
-    model: torch.nn.Module,
-    text_encoder: torch.nn.Module,
-    text_config: TextEncoderConfig | DictConfig,
-    optim: OptimConfig | DictConfig,
-) -> torch.optim.AdamW:
-    """AdamW over the model, and over the text encoder (at `lr_scale` times the rate) when it is trained.
-
-    Args:
-        model: The U-Net or LM.
-        text_encoder: The text encoder.
-        text_config: The recipe's `text_encoder` section.
-        optim: The recipe's `optim` section.
-    """
-    # only what trains: with a LoRA adapter that is the adapter alone
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": optim.lr}]
-    if text_config.train:
-        groups.append({"params": text_encoder.parameters(), "lr": optim.lr * text_config.lr_scale})
-    return torch.optim.AdamW(groups, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
-
-
-@torch.no_grad()
-def caption_gap_losses(
-    loss: Callable[[dict[str, Any], list[str], int], torch.Tensor],
-    valid_set: LatentDataset,
-    batch_size: int,
-    max_batches: int,
-) -> dict[str, float]:
-    """Held-out loss on fixed crops with the right captions and with captions shuffled (rolled by one).
-
-    The gap between the two is how much the model uses the text.
-
-    Args:
-        loss: `loss(batch, captions, batch_index)`, the training loss (with its randomness fixed per batch).
-        valid_set: The validation split of the cache.
-        batch_size: Clips per batch.
-        max_batches: Batches per evaluation.
-    """
-    if len(valid_set) == 0:
-        return {}
-    loader = torch.utils.data.DataLoader(valid_set, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    right, shuffled = [], []
-    for i, batch in enumerate(loader):
-        if i >= max_batches:
-            break
-        captions = batch["caption"]
-        right.append(loss(batch, captions, i).item())
-        shuffled.append(loss(batch, captions[1:] + captions[:1], i).item())
-    return {"valid_loss": sum(right) / len(right), "valid_loss_shuffled_captions": sum(shuffled) / len(shuffled)}

@@ -24,8 +24,10 @@ from ..models.token_lm import TokenLM
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_token_music import TokenMusicPipeline
 from .media import log_audio_samples
+from .optimizer import make_optimizer
 from .runner import OptimConfig, RunConfig, Trainer, make_lr_scheduler
-from .text_conditioning import TextEncoderConfig, caption_gap_losses, make_optimizer, prepare_text_encoder, text_width
+from .text_conditioning import TextEncoderConfig, prepare_text_encoder, text_width
+from .validation import caption_gap_losses
 
 
 @dataclass
@@ -198,11 +200,7 @@ class TokenLMTrainer(Trainer):
         log_samples(self.pipeline(), self.accelerator, self.step, self.config.sample, self.output_dir)
 
     def save(self) -> Path:
-        pipe = self.pipeline()
-        folder = self.output_dir / "pipeline"
-        if self.accelerator.is_main_process:
-            pipe.save_pretrained(folder)
-        return folder
+        return self.save_pipeline(self.pipeline())
 
 
 def train_token_lm(config: TokenLMTrainingConfig | DictConfig) -> Path:

@@ -8,7 +8,7 @@ the output layout and the metadata schema.
 
 import argparse
 
-from latentmusic.data.corpus import add_render_arguments, render_corpus_from_args
+from latentmusic.data.cli import add_render_arguments, render_corpus_from_args
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
