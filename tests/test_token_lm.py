@@ -224,7 +224,7 @@ def test_callback_sees_every_step_can_edit_and_interruption_returns_complete_fra
 
 def tiny_codec(**overrides) -> AudioAutoencoder:
     torch.manual_seed(0)
-    return tiny_vae(**{"bottleneck": "rvq", "num_quantizers": 4, "codebook_size": 16, **overrides})
+    return tiny_vae(bottleneck_type="rvq", bottleneck_kwargs={"num_quantizers": 4, "codebook_size": 16, **overrides})
 
 
 @pytest.mark.parametrize("cosine_sim", [False, True])
@@ -297,7 +297,7 @@ def test_codec_save_and_load_give_identical_codes(tmp_path):
 
 
 def test_continuous_autoencoders_refuse_code_methods():
-    with pytest.raises(ValueError, match="bottleneck='rvq'"):
+    with pytest.raises(ValueError, match="bottleneck_type='rvq'"):
         tiny_vae().encode_codes(tone(64))
     with pytest.raises(ValueError, match="codebook_size >= 2"):
-        tiny_vae(bottleneck="rvq", codebook_size=1)
+        tiny_codec(codebook_size=1)

@@ -48,7 +48,7 @@ class TokenSampleConfig:
 
 @dataclass
 class TokenLMTrainingConfig:
-    codec: str = ""  # folder of the trained RVQ codec (AudioAutoencoder with bottleneck="rvq") — required
+    codec: str = ""  # folder of the trained RVQ codec (AudioAutoencoder with bottleneck_type="rvq") — required
     data: TokenLMDataConfig = field(default_factory=TokenLMDataConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     lm: dict[str, Any] = field(default_factory=dict)  # TokenLM arguments (codebook_size etc. are filled in)
@@ -65,10 +65,10 @@ def load_codec(folder: str | Path) -> AudioAutoencoder:
         folder: The codec's `save_pretrained` folder.
     """
     codec = AudioAutoencoder.from_pretrained(folder)
-    if codec.config.bottleneck != "rvq":
+    if not codec.is_codec:
         raise ValueError(
-            f"codec={folder} has a {codec.config.bottleneck!r} bottleneck; the token LM needs discrete codes: "
-            "train an autoencoder with model.bottleneck=rvq (see recipes/configs/autoencoder/tiny-rvq.yaml)"
+            f"codec={folder} has a {codec.config.bottleneck_type!r} bottleneck; the token LM needs discrete codes: "
+            "train an autoencoder with model.bottleneck_type=rvq (see recipes/configs/autoencoder/tiny-rvq.yaml)"
         )
     return codec.eval().requires_grad_(False)
 
@@ -146,16 +146,17 @@ class TokenLMTrainer(Trainer):
             if accelerator.is_main_process:
                 encode_code_cache(codec, config.data.root, cache, progress=self.run_config.progress_bar)
         segment_frames = max(1, round(config.data.segment_seconds * codec.latent_rate))
-        common = dict(segment_frames=segment_frames, channels=codec.config.num_quantizers, seed=self.run_config.seed)
+        quantizers = codec.bottleneck.num_quantizers
+        common = dict(segment_frames=segment_frames, channels=quantizers, seed=self.run_config.seed)
         train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
         self.valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
         self.tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
         lm = TokenLM(
             **{
-                "num_codebooks": codec.config.num_quantizers,
+                "num_codebooks": quantizers,
                 **OmegaConf.to_container(config.lm),
-                "codebook_size": codec.config.codebook_size,
+                "codebook_size": codec.bottleneck.codebook_size,
                 "cross_attention_dim": text_width(text_encoder),
             }
         )
