@@ -59,7 +59,13 @@ class SpectralEncoder(nn.Module):
     """
 
     def __init__(
-        self, audio_channels: int, strides, out_channels: int, *, width: int = 512, blocks_per_level: int = 3
+        self,
+        audio_channels: int,
+        strides: tuple[int, ...],
+        out_channels: int,
+        *,
+        width: int = 512,
+        blocks_per_level: int = 3,
     ) -> None:
         super().__init__()
         _check(width, blocks_per_level)
@@ -96,7 +102,13 @@ class SpectralDecoder(nn.Module):
     """
 
     def __init__(
-        self, audio_channels: int, strides, latent_channels: int, *, width: int = 512, blocks_per_level: int = 3
+        self,
+        audio_channels: int,
+        strides: tuple[int, ...],
+        latent_channels: int,
+        *,
+        width: int = 512,
+        blocks_per_level: int = 3,
     ) -> None:
         super().__init__()
         _check(width, blocks_per_level)

@@ -112,7 +112,7 @@ class WaveformEncoder(nn.Sequential):
     def __init__(
         self,
         audio_channels: int,
-        strides,
+        strides: tuple[int, ...],
         out_channels: int,
         *,
         base_channels: int = 32,
@@ -145,7 +145,7 @@ class WaveformDecoder(nn.Sequential):
     def __init__(
         self,
         audio_channels: int,
-        strides,
+        strides: tuple[int, ...],
         latent_channels: int,
         *,
         base_channels: int = 32,
