@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import repeat
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
@@ -122,7 +123,7 @@ def masked_lm_loss(
     sequence = pattern.build(codes, lm.special_token)
     logits = (model or lm)(lm.shift_right(sequence), text.hidden_states, text.attention_mask).logits
     # the same layout applied to the frame mask marks the sequence positions that hold real codes
-    real = pattern.build(frame_mask.long()[:, None].expand_as(codes).contiguous(), 0) == 1
+    real = pattern.build(repeat(frame_mask.long(), "b t -> b k t", k=codes.shape[1]), 0) == 1
     return F.cross_entropy(logits[real].float(), sequence[real])
 
 
