@@ -121,6 +121,8 @@ def test_the_decoder_mirrors_the_encoder_unless_chosen_apart():
         == vae.config.encoder_kwargs
         == dict(base_channels=4, max_channels=16, activation="snake")
     )
+    # an old flat argument beside new ones (tiny_vae's encoder_kwargs) keeps the mirror
+    assert tiny_vae(bottleneck="plain").config.decoder_kwargs == vae.config.encoder_kwargs
     mixed = tiny_vae(decoder_type="spectral", decoder_kwargs=dict(width=8, blocks_per_level=1)).eval()
     assert isinstance(mixed.encoder, WaveformEncoder) and isinstance(mixed.decoder, SpectralDecoder)
     x = audio(0.1, 8000)[:1]

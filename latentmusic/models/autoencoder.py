@@ -167,14 +167,16 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
             return config
         new = {key: value for key, value in config.items() if key not in LEGACY_KEYS}
         old = {key: config[key] for key in old_keys}
-        architecture = old.pop("architecture", new.get("encoder_type", "waveform"))
-        network = {
-            new_key: old[key] for key, new_key in LEGACY_NETWORK_KEYS.get(architecture, {}).items() if key in old
-        }
+        architecture = old.pop("architecture", None)
+        kind = architecture or new.get("encoder_type", "waveform")
+        network = {new_key: old[key] for key, new_key in LEGACY_NETWORK_KEYS.get(kind, {}).items() if key in old}
         for part in ("encoder", "decoder"):
-            new.setdefault(f"{part}_type", architecture)
-            if new[f"{part}_type"] == architecture:
-                new[f"{part}_kwargs"] = {**network, **(new.get(f"{part}_kwargs") or {})}
+            if architecture is not None:
+                new.setdefault(f"{part}_type", architecture)
+            given = new.get(f"{part}_kwargs")
+            # a decoder without options of its own mirrors the encoder's (see __init__), old ones included
+            if network and new.get(f"{part}_type", kind) == kind and (part == "encoder" or given is not None):
+                new[f"{part}_kwargs"] = {**network, **(given or {})}
         new.setdefault("bottleneck_type", old.pop("bottleneck", "kl"))
         if new["bottleneck_type"] == "rvq":
             rvq = {key: old[key] for key in LEGACY_RVQ_KEYS if key in old}
