@@ -23,7 +23,8 @@ CAPTIONS = [
 
 
 def tiny_vae(**overrides) -> AudioAutoencoder:
-    config = dict(sample_rate=8000, base_channels=4, max_channels=16, strides=(4, 8), latent_channels=4)
+    waveform = dict(base_channels=4, max_channels=16)
+    config = dict(sample_rate=8000, strides=(4, 8), latent_channels=4, encoder_kwargs=waveform)
     return AudioAutoencoder(**{**config, **overrides})
 
 

@@ -140,8 +140,17 @@ def test_latents_of_the_wrong_channel_count_are_rejected():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"bottleneck": "vq"}, "unknown bottleneck"),
-        ({"activation": "relu"}, "unknown activation"),
+        ({"bottleneck_type": "vq"}, r"unknown bottleneck_type 'vq'; choose from \('kl', 'plain', 'rvq'\)"),
+        ({"encoder_kwargs": {"activation": "relu"}}, "unknown activation"),
+        (
+            {"encoder_kwargs": {"base_chanels": 4}},
+            r"encoder_kwargs got unknown options 'base_chanels' \(did you mean 'base_channels'\?\) for "
+            r"encoder_type='waveform'; valid ones: base_channels, max_channels, activation",
+        ),
+        (
+            {"bottleneck_kwargs": {"num_quantizers": 4}},
+            "bottleneck_kwargs got unknown options 'num_quantizers' for bottleneck_type='kl'; valid ones: none",
+        ),
         ({"strides": (2, 0)}, "strides must be"),
         ({"audio_channels": 3}, "audio_channels must be 1"),
     ],

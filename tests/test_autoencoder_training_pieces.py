@@ -83,7 +83,7 @@ def test_kl_is_zero_for_the_prior_and_for_a_deterministic_bottleneck():
     assert kl_divergence(prior).item() == pytest.approx(0.0)
     shifted = DiagonalGaussianDistribution(torch.cat([torch.ones(1, 4, 10), torch.zeros(1, 4, 10)], 1))
     assert kl_divergence(shifted).item() == pytest.approx(0.5)
-    plain = tiny_vae(bottleneck="plain").encode(music()).latent_dist
+    plain = tiny_vae(bottleneck_type="plain").encode(music()).latent_dist
     assert kl_divergence(plain).item() == 0
 
 

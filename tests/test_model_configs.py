@@ -13,7 +13,7 @@ from latentmusic.checkpoints import shipped_path
 from .conftest import tiny_vae
 
 TINY = {
-    AudioAutoencoder: dict(sample_rate=8000, base_channels=4, max_channels=16, strides=(4, 8), latent_channels=4),
+    AudioAutoencoder: dict(sample_rate=8000, strides=(4, 8), latent_channels=4, encoder_kwargs=dict(base_channels=4)),
     UNet1DConditionModel: dict(
         in_channels=4,
         block_out_channels=(8, 16),

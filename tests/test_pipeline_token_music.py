@@ -22,7 +22,9 @@ def make_tiny_token_pipe(pattern: str = "delay") -> TokenMusicPipeline:
     text_encoder = T5EncoderModel(
         T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
     ).eval()
-    codec = tiny_vae(bottleneck="rvq", num_quantizers=4, codebook_size=16, kmeans_init=False).eval()
+    codec = tiny_vae(
+        bottleneck_type="rvq", bottleneck_kwargs=dict(num_quantizers=4, codebook_size=16, kmeans_init=False)
+    ).eval()
     lm = TokenLM(
         num_codebooks=3,  # fewer than the codec's quantizers: the LM models the coarse codebooks
         codebook_size=16,
@@ -162,7 +164,7 @@ def test_save_and_load_give_identical_audio(tiny_pipe, tmp_path):
     assert (tmp_path / "pipe" / "model_index.json").is_file()
     loaded = TokenMusicPipeline.from_pretrained(tmp_path / "pipe")
     loaded.set_progress_bar_config(disable=True)
-    assert loaded.lm.config.pattern == "delay" and loaded.codec.config.bottleneck == "rvq"
+    assert loaded.lm.config.pattern == "delay" and loaded.codec.config.bottleneck_type == "rvq"
     np.testing.assert_array_equal(before, run(loaded, seed=5))
 
 
@@ -202,7 +204,7 @@ def test_bad_input_is_answered_clearly(tiny_pipe, kwargs, message):
 
 def test_a_codec_and_lm_that_do_not_fit_are_refused(tiny_pipe):
     components = dict(tiny_pipe.components)
-    with pytest.raises(ValueError, match="bottleneck='rvq'"):
+    with pytest.raises(ValueError, match="bottleneck_type='rvq'"):
         TokenMusicPipeline(**{**components, "codec": tiny_vae()})
     with pytest.raises(ValueError, match="codebook_size=16"):
         TokenMusicPipeline(**{**components, "lm": TokenLM(num_codebooks=3, codebook_size=32, num_layers=0)})

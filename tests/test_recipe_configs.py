@@ -82,7 +82,7 @@ def test_demo_configs_pair_up_for_a_fair_comparison():
     for section in ("discriminator", "loss", "data", "optim"):
         assert vae[section] == codec[section], section
     shared = {k: v for k, v in OmegaConf.to_container(codec.model).items() if k in vae.model}
-    assert shared == OmegaConf.to_container(vae.model) and codec.model.bottleneck == "rvq"
+    assert shared == OmegaConf.to_container(vae.model) and codec.model.bottleneck_type == "rvq"
 
     diffusion = load_config(DiffusionTrainingConfig, demo / "diffusion.yaml")
     token = load_config(TokenLMTrainingConfig, demo / "token_lm.yaml")
@@ -99,8 +99,8 @@ def test_demo_configs_pair_up_for_a_fair_comparison():
         )
         lm = TokenLM(
             **OmegaConf.to_container(token.lm),
-            num_codebooks=codec.model.num_quantizers,
-            codebook_size=codec.model.codebook_size,
+            num_codebooks=codec.model.bottleneck_kwargs.num_quantizers,
+            codebook_size=codec.model.bottleneck_kwargs.codebook_size,
             cross_attention_dim=token.text_encoder.d_model,
         )
     assert abs(count(unet) - count(lm)) / count(unet) < 0.1

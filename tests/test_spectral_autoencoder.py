@@ -1,4 +1,4 @@
-"""AudioAutoencoder(architecture="spectral"): STFT in, magnitude and phase out, same interface as the waveform one."""
+"""AudioAutoencoder(encoder_type="spectral"): STFT in, magnitude and phase out, same interface as the waveform one."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ RATE = 8000
 
 
 def spectral_vae(**overrides) -> AudioAutoencoder:
-    config = dict(sample_rate=RATE, architecture="spectral", strides=(16, 2), max_channels=32, blocks_per_level=1,
-                  latent_channels=4)  # fmt: skip
+    config = dict(sample_rate=RATE, encoder_type="spectral", strides=(16, 2), latent_channels=4,
+                  encoder_kwargs=dict(width=32, blocks_per_level=1))  # fmt: skip
     return AudioAutoencoder(**{**config, **overrides})
 
 
@@ -36,7 +36,12 @@ def test_reconstruction_has_the_input_length_and_latents_cover_it(samples):
 
 @pytest.mark.parametrize("strides", [(16, 3), (8, 2, 2)])
 def test_stereo_odd_strides_and_the_rvq_bottleneck_keep_shapes(strides):
-    vae = spectral_vae(audio_channels=2, strides=strides, bottleneck="rvq", num_quantizers=2, codebook_size=8).eval()
+    vae = spectral_vae(
+        audio_channels=2,
+        strides=strides,
+        bottleneck_type="rvq",
+        bottleneck_kwargs=dict(num_quantizers=2, codebook_size=8),
+    ).eval()
     x = torch.randn(1, 2, 700) * 0.1
     assert vae(x).sample.shape == x.shape
     assert vae.encode_codes(x).shape == (1, 2, math.ceil(700 / vae.hop_length))
@@ -47,7 +52,7 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     x = chord(1000, 220.0)
     vae.save_pretrained(tmp_path)
     loaded = AudioAutoencoder.from_pretrained(tmp_path).eval()
-    assert loaded.config.architecture == "spectral"
+    assert loaded.config.encoder_type == loaded.config.decoder_type == "spectral"
     assert torch.equal(vae(x).sample, loaded(x).sample)
 
 
@@ -81,9 +86,9 @@ def test_training_steps_improve_the_reconstruction():
     assert after["mel"] < 0.6 * before["mel"] and after["mrstft"] < 0.8 * before["mrstft"]
 
 
-def test_unknown_architecture_is_an_error_that_lists_the_choices():
-    with pytest.raises(ValueError, match="unknown architecture 'stft'.*waveform.*spectral"):
-        spectral_vae(architecture="stft")
+def test_unknown_encoder_type_is_an_error_that_lists_the_choices():
+    with pytest.raises(ValueError, match="unknown encoder_type 'stft'.*waveform.*spectral"):
+        spectral_vae(encoder_type="stft")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -8,6 +8,8 @@ import torch
 from latentmusic import AudioAutoencoder, TokenLM
 from latentmusic.models.codebook_patterns import PATTERNS
 from latentmusic.models.token_lm import sample_tokens
+from latentmusic.pipelines.common import PromptEmbeddings
+from latentmusic.training.token_lm import masked_lm_loss
 
 from .conftest import tiny_vae
 from .test_autoencoder import tone
@@ -83,20 +85,32 @@ def test_cached_forward_matches_the_full_forward():
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_loss_is_a_finite_cross_entropy_and_trains(pattern):
+def test_the_training_loss_is_a_finite_cross_entropy_over_real_frames_and_trains(pattern):
     lm = tiny_lm(pattern).train()
     hidden, mask = text()
     codes = torch.randint(0, SIZE, (2, K, 5), generator=torch.Generator().manual_seed(2))
     optimizer = torch.optim.Adam(lm.parameters(), lr=1e-2)
+    text_embeds = PromptEmbeddings(hidden, mask)
+    frames = torch.ones(2, 5, dtype=torch.bool)
     losses = []
     for _ in range(15):
-        loss = lm.loss(codes, hidden, mask)
+        loss = masked_lm_loss(lm, codes, frames, text_embeds)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert abs(losses[0] - torch.log(torch.tensor(float(SIZE))).item()) < 1.5
     assert losses[-1] < 0.5 * losses[0]
+    # frames marked as padding are not predicted: the last codebook's codes there (which, in every pattern, only
+    # later padded positions see) do not change the loss
+    frames[1, 3:] = False
+    changed = codes.clone()
+    changed[1, -1, 3:] = (changed[1, -1, 3:] + 1) % SIZE
+    lm.eval()
+    with torch.no_grad():
+        padded = masked_lm_loss(lm, codes, frames, text_embeds)
+        torch.testing.assert_close(masked_lm_loss(lm, changed, frames, text_embeds), padded)
+        assert not torch.allclose(masked_lm_loss(lm, changed, torch.ones_like(frames), text_embeds), padded)
 
 
 def test_save_and_load_give_identical_logits(tmp_path):
@@ -224,7 +238,7 @@ def test_callback_sees_every_step_can_edit_and_interruption_returns_complete_fra
 
 def tiny_codec(**overrides) -> AudioAutoencoder:
     torch.manual_seed(0)
-    return tiny_vae(**{"bottleneck": "rvq", "num_quantizers": 4, "codebook_size": 16, **overrides})
+    return tiny_vae(bottleneck_type="rvq", bottleneck_kwargs={"num_quantizers": 4, "codebook_size": 16, **overrides})
 
 
 @pytest.mark.parametrize("cosine_sim", [False, True])
@@ -297,7 +311,7 @@ def test_codec_save_and_load_give_identical_codes(tmp_path):
 
 
 def test_continuous_autoencoders_refuse_code_methods():
-    with pytest.raises(ValueError, match="bottleneck='rvq'"):
+    with pytest.raises(ValueError, match="bottleneck_type='rvq'"):
         tiny_vae().encode_codes(tone(64))
     with pytest.raises(ValueError, match="codebook_size >= 2"):
-        tiny_vae(bottleneck="rvq", codebook_size=1)
+        tiny_codec(codebook_size=1)

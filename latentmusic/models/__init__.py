@@ -1,8 +1,9 @@
 """Models: ModelMixin + ConfigMixin networks, loadable with `from_pretrained`."""
 
 from . import vae_utils
-from .autoencoder import AudioAutoencoder, CodebookUsage, compute_latent_statistics
+from .autoencoder import AudioAutoencoder, compute_latent_statistics
 from .codebook_patterns import PATTERNS, CodebookPattern, get_pattern
+from .rvq import CodebookUsage
 from .token_lm import TokenLM, TokenLMOutput
 from .unet_1d_condition import UNet1DConditionModel, UNet1DConditionOutput
 

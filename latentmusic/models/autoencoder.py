@@ -1,213 +1,116 @@
-"""`AudioAutoencoder`: the JEN-1-style continuous-latent waveform autoencoder.
+"""`AudioAutoencoder`: the JEN-1-style continuous-latent audio autoencoder, composed of an encoder, a bottleneck and
+a decoder chosen by config.
 
-A 1-D convolutional encoder/decoder on raw audio in the SoundStream/EnCodec/DAC lineage (strided
-convolutions with dilated residual units, Snake activations, weight norm), with a continuous bottleneck
-and no quantisation: a light diagonal-Gaussian (KL) bottleneck by default, or a plain deterministic
-one. The interface is diffusers' (`encode(x).latent_dist`, `decode(z).sample`), so diffusers'
-`AutoencoderOobleck` can stand in its place in the pipeline.
+- Encoders and decoders: `"waveform"` (strided 1-D convolutions on samples with Snake activations, SoundStream /
+  EnCodec / DAC lineage; `latentmusic.models.autoencoder_waveform`) or `"spectral"` (an STFT front end and a Vocos
+  magnitude-and-phase head; `latentmusic.models.autoencoder_spectral`).
+- Bottlenecks (`latentmusic.models.bottlenecks`): `"kl"` (a light diagonal-Gaussian VAE, the default), `"plain"`
+  (deterministic) or `"rvq"` (residual vector quantization, `latentmusic.models.rvq`: the token LM's codec, with
+  `encode_codes` / `decode_codes`).
 
-With `bottleneck="rvq"` the same network is a neural codec for the token LM: a residual vector
-quantizer (`vector-quantize-pytorch`'s `ResidualVQ`: EMA codebooks, k-means init, dead-code expiry,
-quantizer dropout) turns each latent frame into `num_quantizers` codes (`encode_codes` / `decode_codes`).
-
-With `architecture="spectral"` the encoder reads log-magnitude STFT frames and the decoder predicts a
-magnitude and phase per bin that an inverse STFT turns into audio (the Vocos head), with ConvNeXt blocks
-over frames in between. Partials land on frequency bins instead of having to be synthesised sample by
-sample, so pitch is learned in a fraction of the steps: the small-compute choice (the demo checkpoint's).
+The interface is diffusers' (`encode(x).latent_dist`, `decode(z).sample`), so diffusers' `AutoencoderOobleck` can
+stand in its place in the pipeline.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.autoencoders.vae import DecoderOutput
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import logging
 from torch import nn
-from torch.nn.utils.parametrizations import weight_norm
 
-from .config_checks import strict_config
+from .autoencoder_spectral import SpectralDecoder, SpectralEncoder
+from .autoencoder_waveform import WaveformDecoder, WaveformEncoder
+from .bottlenecks import BOTTLENECKS
+from .config_checks import closest_names, strict_config
+from .rvq import CodebookUsage
 
-BOTTLENECKS = ("kl", "plain", "rvq")
-ARCHITECTURES = ("waveform", "spectral")
-ACTIVATIONS = ("snake", "elu")
+logger = logging.get_logger(__name__)
 
+ENCODERS: dict[str, type[nn.Module]] = {"waveform": WaveformEncoder, "spectral": SpectralEncoder}
+DECODERS: dict[str, type[nn.Module]] = {"waveform": WaveformDecoder, "spectral": SpectralDecoder}
 
-class Snake(nn.Module):
-    """x + sin²(αx)/α with a learnable α per channel (periodic inductive bias for audio, from BigVGAN/DAC)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
-
-
-def _activation(name: str, channels: int) -> nn.Module:
-    return Snake(channels) if name == "snake" else nn.ELU()
-
-
-def _conv(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> nn.Module:
-    padding = (kernel_size - 1) * dilation // 2
-    return weight_norm(nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, padding=padding))
-
-
-class ResidualUnit(nn.Module):
-    def __init__(self, channels: int, dilation: int, activation: str) -> None:
-        super().__init__()
-        self.block = nn.Sequential(
-            _activation(activation, channels),
-            _conv(channels, channels, 7, dilation),
-            _activation(activation, channels),
-            _conv(channels, channels, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
-
-
-def _residual_units(channels: int, activation: str) -> list[nn.Module]:
-    return [ResidualUnit(channels, dilation, activation) for dilation in (1, 3, 9)]
-
-
-def _down(in_channels: int, out_channels: int, stride: int, activation: str) -> nn.Module:
-    conv = nn.Conv1d(in_channels, out_channels, 2 * stride, stride=stride, padding=math.ceil(stride / 2))
-    return nn.Sequential(
-        *_residual_units(in_channels, activation), _activation(activation, in_channels), weight_norm(conv)
-    )
-
-
-def _up(in_channels: int, out_channels: int, stride: int, activation: str) -> nn.Module:
-    conv = nn.ConvTranspose1d(
-        in_channels, out_channels, 2 * stride, stride=stride, padding=math.ceil(stride / 2), output_padding=stride % 2
-    )
-    return nn.Sequential(
-        _activation(activation, in_channels), weight_norm(conv), *_residual_units(out_channels, activation)
-    )
-
-
-class ConvNeXtBlock(nn.Module):
-    """Depthwise conv, per-frame LayerNorm, pointwise MLP, residual (ConvNeXt, as in Vocos)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.depthwise = nn.Conv1d(channels, channels, 7, padding=3, groups=channels)
-        self.norm = nn.LayerNorm(channels)
-        self.mlp = nn.Sequential(nn.Linear(channels, 3 * channels), nn.GELU(), nn.Linear(3 * channels, channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mlp(self.norm(self.depthwise(x).transpose(1, 2))).transpose(1, 2)
-
-
-def _frame_strides(stride: int) -> dict:
-    return dict(kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2))
-
-
-def _blocks(width: int, count: int) -> list[nn.Module]:
-    return [ConvNeXtBlock(width) for _ in range(count)]
-
-
-class SpectralEncoder(nn.Module):
-    """Audio → log-magnitude STFT frames (hop `strides[0]`, FFT 4× the hop) → ConvNeXt blocks, with strided
-    convolutions for the remaining `strides` → latent moments."""
-
-    def __init__(self, audio_channels: int, strides, width: int, blocks: int, out_channels: int) -> None:
-        super().__init__()
-        self.hop, self.n_fft = strides[0], 4 * strides[0]
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
-        layers = [nn.Conv1d(audio_channels * (self.n_fft // 2 + 1), width, 7, padding=3)]
-        for stride in strides[1:]:
-            layers += [*_blocks(width, blocks), nn.Conv1d(width, width, **_frame_strides(stride))]
-        layers += [*_blocks(width, blocks), nn.Conv1d(width, out_channels, 3, padding=1)]
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, samples = x.shape
-        # zero padding at the ends (not reflection), so that any length, even shorter than the FFT, is encoded
-        # the STFT runs in float32, as the decoder's inverse does (no complex bfloat16/float16)
-        spec = torch.stft(x.float().reshape(batch * channels, samples), self.n_fft, self.hop,
-                          window=self.window.float(), pad_mode="constant",
-                          return_complex=True)[..., : samples // self.hop]  # fmt: skip
-        features = torch.log(spec.abs() + 1e-5).reshape(batch, -1, spec.shape[-1])
-        return self.layers(features.to(x.dtype))
-
-
-class SpectralDecoder(nn.Module):
-    """Latents → ConvNeXt blocks, transposed convolutions up to the STFT frame rate → a log magnitude and a
-    phase per bin → inverse STFT (the Vocos head)."""
-
-    def __init__(self, audio_channels: int, strides, width: int, blocks: int, latent_channels: int) -> None:
-        super().__init__()
-        self.audio_channels, self.hop, self.n_fft = audio_channels, strides[0], 4 * strides[0]
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
-        layers = [nn.Conv1d(latent_channels, width, 7, padding=3)]
-        for stride in reversed(strides[1:]):
-            up = nn.ConvTranspose1d(width, width, **_frame_strides(stride), output_padding=stride % 2)
-            layers += [*_blocks(width, blocks), up]
-        bins = self.n_fft // 2 + 1
-        layers += [*_blocks(width, blocks), nn.Conv1d(width, 2 * audio_channels * bins, 7, padding=3)]
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.layers(z)
-        batch, frames = out.shape[0], out.shape[-1]
-        # The inverse STFT runs in float32: complex bfloat16/float16 do not exist (torch.polar refuses them), and
-        # the phase of a low-precision spectrum would be audibly coarse. The audio goes back in the input's dtype.
-        log_magnitude, phase = out.float().reshape(batch * self.audio_channels, 2, -1, frames).unbind(1)
-        spec = torch.polar(torch.exp(log_magnitude.clamp(max=8.0)), phase)
-        spec = nn.functional.pad(spec, (0, 1))  # the frame centred on the end, so the output is `frames` hops long
-        window = self.window.float()
-        audio = torch.istft(spec, self.n_fft, self.hop, window=window, length=frames * self.hop)
-        return audio.reshape(batch, self.audio_channels, -1).to(out.dtype)
+# The flat config of before the composed model (one key per option of every part): old key -> new key in the
+# `*_kwargs` of the part it belonged to. `architecture` chose encoder and decoder together, `bottleneck` the
+# bottleneck; the options of the parts not chosen were saved too, and are dropped.
+LEGACY_NETWORK_KEYS = {
+    "waveform": {"base_channels": "base_channels", "max_channels": "max_channels", "activation": "activation"},
+    "spectral": {"max_channels": "width", "blocks_per_level": "blocks_per_level"},
+}
+LEGACY_RVQ_KEYS = (
+    "num_quantizers",
+    "codebook_size",
+    "codebook_dim",
+    "quantizer_dropout",
+    "commitment_weight",
+    "codebook_decay",
+    "threshold_ema_dead_code",
+    "kmeans_init",
+    "codebook_cosine_sim",
+)
+LEGACY_KEYS = frozenset(
+    {"architecture", "bottleneck", "base_channels", "max_channels", "activation", "blocks_per_level", *LEGACY_RVQ_KEYS}
+)
 
 
 @strict_config
 class AudioAutoencoder(ModelMixin, ConfigMixin):
-    r"""A continuous-latent waveform autoencoder (JEN-1 style).
+    r"""An audio autoencoder made of an encoder, a bottleneck and a decoder, each chosen by name.
+
+    The config has the options every part shares at the top level (audio format, strides, latent width, latent
+    scaling, chunking), and for each part a type and a dict of that type's own options: `encoder_type` +
+    `encoder_kwargs`, `decoder_type` + `decoder_kwargs`, `bottleneck_type` + `bottleneck_kwargs`. A part's
+    options are the keyword-only arguments of its class (listed below); unknown ones are an error naming the
+    closest valid one, and the saved config holds all of them, defaults included. So an RVQ option cannot sit,
+    unused, in the config of a KL autoencoder, and a new part brings its options without touching this class.
+
+    Configs of the earlier flat format (`architecture`, `bottleneck`, `base_channels`, `num_quantizers`, ...)
+    still load: `_convert_legacy_config` maps them, with a logged notice.
 
     Args:
         audio_channels (`int`, defaults to 1): 1 (mono) or 2 (stereo).
         sample_rate (`int`, defaults to 24000): The sample rate the model works at.
-        base_channels (`int`, defaults to 32): Width after the input convolution; doubles at every
-            down-sampling step (up to `max_channels`).
-        max_channels (`int`, defaults to 512): Cap on the width.
-        strides (`tuple[int]`, defaults to `(2, 4, 5, 8)`): Down-sampling factors; their product is the
-            hop length (samples per latent frame).
+        strides (`tuple[int]`, defaults to `(2, 4, 5, 8)`): Down-sampling factors; their product is the hop
+            length (samples per latent frame). For the spectral encoder/decoder `strides[0]` is the STFT hop
+            (FFT size 4× the hop) and the others down-sample STFT frames.
         latent_channels (`int`, defaults to 32): Channels of the latent sequence.
-        bottleneck (`str`, defaults to `"kl"`): `"kl"` (diagonal Gaussian, sampled in training),
+        encoder_type (`str`, defaults to `"waveform"`): `"waveform"` or `"spectral"`.
+        encoder_kwargs (`dict`, *optional*): The encoder's options. `waveform`: `base_channels` (32; width
+            after the input convolution, doubling at every down-sampling step), `max_channels` (512; cap on the
+            width), `activation` (`"snake"` or `"elu"`). `spectral`: `width` (512; channels of every level),
+            `blocks_per_level` (3; ConvNeXt blocks per frame rate).
+        decoder_type (`str`, *optional*): `"waveform"` or `"spectral"`; `None` is the encoder's type.
+        decoder_kwargs (`dict`, *optional*): The decoder's options (as for the encoder); `None` mirrors the
+            encoder's when both are of one type.
+        bottleneck_type (`str`, defaults to `"kl"`): `"kl"` (diagonal Gaussian, sampled in training),
             `"plain"` (deterministic) or `"rvq"` (residual vector quantization: a codec for the token LM).
-        activation (`str`, defaults to `"snake"`): `"snake"` or `"elu"`.
+        bottleneck_kwargs (`dict`, *optional*): The bottleneck's options; `kl` and `plain` take none, `rvq`
+            takes `num_quantizers` (8), `codebook_size` (1024), `codebook_dim` (None), `quantizer_dropout`
+            (False), `commitment_weight` (1.0), `codebook_decay` (0.99), `threshold_ema_dead_code` (2.0),
+            `kmeans_init` (True) and `codebook_cosine_sim` (False), documented in
+            `latentmusic.models.rvq.ResidualVQBottleneck`.
         scaling_factor (`float`, defaults to 1.0), shift_factor (`float`, defaults to 0.0): The diffusion
             model sees `(z - shift_factor) * scaling_factor`; computed from data after training
             (`latentmusic.models.autoencoder.compute_latent_statistics`).
         chunk_size (`int`, defaults to 256), chunk_context (`int`, defaults to 32): Latent frames per
             window, and of context on each side, when chunking is enabled (`enable_chunking`).
-        num_quantizers (`int`, defaults to 8): `rvq` only: codebooks per frame (K).
-        codebook_size (`int`, defaults to 1024): `rvq` only: codes per codebook.
-        codebook_dim (`int`, *optional*): `rvq` only: dimension the codes are looked up in (a learned
-            projection from and back to `latent_channels`); `None` looks up in `latent_channels` itself.
-        quantizer_dropout (`bool`, defaults to `False`): `rvq` only: in training, quantize each batch with
-            a random number of quantizers (SoundStream), so that the first k codebooks alone decode well.
-        commitment_weight (`float`, defaults to 1.0): `rvq` only: weight of the commitment loss (in
-            `encode(x).latent_dist.commitment_loss` during training).
-        codebook_decay (`float`, defaults to 0.99): `rvq` only: EMA decay of the codebook updates.
-        threshold_ema_dead_code (`float`, defaults to 2.0): `rvq` only: codes whose EMA usage count falls
-            below this are replaced by random encoder outputs in training; 0 disables.
-        kmeans_init (`bool`, defaults to `True`): `rvq` only: initialise each codebook by k-means on the
-            first batch it sees.
-        codebook_cosine_sim (`bool`, defaults to `False`): `rvq` only: l2-normalised codes and inputs, matched by
-            cosine similarity (ViT-VQGAN / improved VQGAN), which keeps more codes in use; best with a small
-            `codebook_dim`.
-        architecture (`str`, defaults to `"waveform"`): `"waveform"` (strided convolutions on samples, above) or
-            `"spectral"`: `strides[0]` is then the hop of an STFT (FFT size 4× the hop) whose log magnitudes the
-            encoder reads and whose magnitude and phase the decoder predicts for an inverse STFT; the other
-            strides down-sample STFT frames. All levels are `max_channels` wide (`base_channels` and
-            `activation` are unused).
-        blocks_per_level (`int`, defaults to 3): `spectral` only: ConvNeXt blocks per frame rate, in each half.
+
+    Example:
+        ```py
+        >>> codec = AudioAutoencoder(
+        ...     sample_rate=16000, strides=(2, 4, 8), latent_channels=8,
+        ...     encoder_kwargs={"base_channels": 8, "max_channels": 64},
+        ...     bottleneck_type="rvq", bottleneck_kwargs={"num_quantizers": 4, "codebook_size": 64},
+        ... )
+        >>> codec.config.decoder_kwargs  # mirrored from the encoder
+        {'base_channels': 8, 'max_channels': 64, 'activation': 'snake'}
+        ```
     """
 
     _supports_gradient_checkpointing = False
@@ -217,65 +120,79 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         self,
         audio_channels: int = 1,
         sample_rate: int = 24000,
-        base_channels: int = 32,
-        max_channels: int = 512,
         strides: tuple[int, ...] = (2, 4, 5, 8),
         latent_channels: int = 32,
-        bottleneck: str = "kl",
-        activation: str = "snake",
+        encoder_type: str = "waveform",
+        encoder_kwargs: dict | None = None,
+        decoder_type: str | None = None,
+        decoder_kwargs: dict | None = None,
+        bottleneck_type: str = "kl",
+        bottleneck_kwargs: dict | None = None,
         scaling_factor: float = 1.0,
         shift_factor: float = 0.0,
         chunk_size: int = 256,
         chunk_context: int = 32,
-        num_quantizers: int = 8,
-        codebook_size: int = 1024,
-        codebook_dim: int | None = None,
-        quantizer_dropout: bool = False,
-        commitment_weight: float = 1.0,
-        codebook_decay: float = 0.99,
-        threshold_ema_dead_code: float = 2.0,
-        kmeans_init: bool = True,
-        codebook_cosine_sim: bool = False,
-        architecture: str = "waveform",
-        blocks_per_level: int = 3,
     ) -> None:
         super().__init__()
-        _check_config(
-            audio_channels, strides, latent_channels, bottleneck, activation, architecture, chunk_size, chunk_context
+        _check_config(audio_channels, strides, latent_channels, chunk_size, chunk_context)
+        decoder_type = decoder_type or encoder_type
+        if decoder_kwargs is None and decoder_type == encoder_type:
+            decoder_kwargs = encoder_kwargs
+        parts = dict(
+            encoder_kwargs=_part_kwargs("encoder", ENCODERS, encoder_type, encoder_kwargs),
+            decoder_kwargs=_part_kwargs("decoder", DECODERS, decoder_type, decoder_kwargs),
+            bottleneck_kwargs=_part_kwargs("bottleneck", BOTTLENECKS, bottleneck_type, bottleneck_kwargs),
         )
-        if bottleneck == "rvq":
-            self.quantizer = ResidualQuantizer(
-                latent_channels,
-                num_quantizers,
-                codebook_size,
-                codebook_dim,
-                quantizer_dropout,
-                commitment_weight,
-                codebook_decay,
-                threshold_ema_dead_code,
-                kmeans_init,
-                codebook_cosine_sim,
-            )
-        moments = 2 * latent_channels if bottleneck == "kl" else latent_channels
+        self.register_to_config(decoder_type=decoder_type, **parts)  # the saved config spells every option out
         self.use_chunking = False
-        if architecture == "spectral":
-            self.encoder = SpectralEncoder(audio_channels, strides, max_channels, blocks_per_level, moments)
-            self.decoder = SpectralDecoder(audio_channels, strides, max_channels, blocks_per_level, latent_channels)
-            return
-        widths = [min(base_channels * 2**i, max_channels) for i in range(len(strides) + 1)]
-        self.encoder = nn.Sequential(
-            _conv(audio_channels, widths[0], 7),
-            *[_down(widths[i], widths[i + 1], s, activation) for i, s in enumerate(strides)],
-            _activation(activation, widths[-1]),
-            _conv(widths[-1], moments, 3),
+        self.bottleneck = BOTTLENECKS[bottleneck_type](latent_channels, **parts["bottleneck_kwargs"])
+        self.encoder = ENCODERS[encoder_type](
+            audio_channels, strides, self.bottleneck.in_channels, **parts["encoder_kwargs"]
         )
-        self.decoder = nn.Sequential(
-            _conv(latent_channels, widths[-1], 7),
-            *[_up(widths[i + 1], widths[i], s, activation) for i, s in reversed(list(enumerate(strides)))],
-            _activation(activation, widths[0]),
-            _conv(widths[0], audio_channels, 7),
-            nn.Tanh(),
+        self.decoder = DECODERS[decoder_type](audio_channels, strides, latent_channels, **parts["decoder_kwargs"])
+
+    @classmethod
+    def _convert_legacy_config(cls, config: dict) -> dict:
+        """Map a config of the flat format (before the composed model) to this one, logging what changed.
+
+        Args:
+            config: Constructor arguments or a loaded config; one without old keys is returned as it is.
+
+        Returns:
+            The config with `architecture`, `bottleneck` and the parts' options moved into `encoder_type`,
+            `decoder_type`, `bottleneck_type` and their `*_kwargs` (options given in those win).
+        """
+        old_keys = sorted(LEGACY_KEYS & set(config))
+        if not old_keys:
+            return config
+        new = {key: value for key, value in config.items() if key not in LEGACY_KEYS}
+        old = {key: config[key] for key in old_keys}
+        architecture = old.pop("architecture", None)
+        kind = architecture or new.get("encoder_type", "waveform")
+        network = {new_key: old[key] for key, new_key in LEGACY_NETWORK_KEYS.get(kind, {}).items() if key in old}
+        for part in ("encoder", "decoder"):
+            if architecture is not None:
+                new.setdefault(f"{part}_type", architecture)
+            given = new.get(f"{part}_kwargs")
+            # a decoder without options of its own mirrors the encoder's (see __init__), old ones included
+            if network and new.get(f"{part}_type", kind) == kind and (part == "encoder" or given is not None):
+                new[f"{part}_kwargs"] = {**network, **(given or {})}
+        new.setdefault("bottleneck_type", old.pop("bottleneck", "kl"))
+        if new["bottleneck_type"] == "rvq":
+            rvq = {key: old[key] for key in LEGACY_RVQ_KEYS if key in old}
+            new["bottleneck_kwargs"] = {**rvq, **(new.get("bottleneck_kwargs") or {})}
+        changed = {key: new[key] for key in new if key not in config or key.endswith("_kwargs")}
+        logger.warning(
+            f"AudioAutoencoder: config keys {', '.join(old_keys)} are the old flat format (deprecated), read as "
+            f"{changed}; save_pretrained writes the new format (update your configs to it)"
         )
+        return new
+
+    def _fix_state_dict_keys_on_load(self, state_dict) -> None:
+        """diffusers' hook for renamed weights: checkpoints of the flat format kept the RVQ under `quantizer.`."""
+        super()._fix_state_dict_keys_on_load(state_dict)
+        for key in [key for key in state_dict if key.startswith("quantizer.")]:
+            state_dict["bottleneck." + key.removeprefix("quantizer.")] = state_dict.pop(key)
 
     @property
     def hop_length(self) -> int:
@@ -286,6 +203,11 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
     def latent_rate(self) -> float:
         """Latent frames per second."""
         return self.config.sample_rate / self.hop_length
+
+    @property
+    def is_codec(self) -> bool:
+        """Whether the bottleneck gives discrete codes (`rvq`): `encode_codes`, `decode_codes`, `codebook_usage`."""
+        return self.bottleneck.is_codec
 
     # -- chunking ----------------------------------------------------------------------------------------
 
@@ -331,8 +253,8 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         """Encode audio `(batch, audio_channels, samples)` into a latent distribution.
 
         The input is zero-padded to a multiple of `hop_length`, so there are `ceil(samples / hop_length)`
-        latent frames. With the `rvq` bottleneck the distribution is a `QuantizedLatents`: its mode is the
-        quantized latents, and it carries the codes and the commitment loss.
+        latent frames. With the `rvq` bottleneck the distribution is a `latentmusic.models.rvq.QuantizedLatents`:
+        its mode is the quantized latents, and it carries the codes and the commitment loss.
 
         Args:
             x: Audio, `(batch, audio_channels, samples)`.
@@ -348,15 +270,7 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
             )
         pad = -x.shape[-1] % self.hop_length
         x = nn.functional.pad(x, (0, pad))
-        moments = self._chunked(x, self.encoder, self.hop_length, 1)
-        if self.config.bottleneck == "rvq":
-            posterior = self.quantizer(moments)
-        elif self.config.bottleneck == "kl":
-            posterior = DiagonalGaussianDistribution(moments)
-        else:
-            posterior = DiagonalGaussianDistribution(
-                torch.cat([moments, torch.zeros_like(moments)], 1), deterministic=True
-            )
+        posterior = self.bottleneck(self._chunked(x, self.encoder, self.hop_length, 1))
         return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
 
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple:
@@ -384,7 +298,7 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
         audio = self.decode(z).sample[..., : sample.shape[-1]]
         return DecoderOutput(sample=audio) if return_dict else (audio,)
 
-    # -- the codec interface (bottleneck="rvq") ----------------------------------------------------------
+    # -- the codec interface (bottleneck_type="rvq") ----------------------------------------------------------
 
     def encode_codes(self, audio: torch.Tensor) -> torch.Tensor:
         """Encode audio `(batch, audio_channels, samples)` into codes `(batch, num_quantizers, frames)`.
@@ -405,7 +319,7 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
             codes: Codes from `encode_codes` (or a token LM), `(batch, k, frames)`.
         """
         self._require_quantizer("decode_codes")
-        return self.decode(self.quantizer.decode(codes)).sample
+        return self.decode(self.bottleneck.decode(codes)).sample
 
     def codebook_usage(self, codes: torch.Tensor | None = None) -> CodebookUsage:
         """How well each quantizer uses its codebook: perplexity and fraction of dead codes.
@@ -416,161 +330,14 @@ class AudioAutoencoder(ModelMixin, ConfigMixin):
                 i.e. due for replacement, or below 1e-3 when replacement is off).
         """
         self._require_quantizer("codebook_usage")
-        return self.quantizer.usage(codes)
+        return self.bottleneck.usage(codes)
 
     def _require_quantizer(self, method: str) -> None:
-        if self.config.bottleneck != "rvq":
+        if not self.is_codec:
             raise ValueError(
                 f"{method} needs a quantized autoencoder, but this one has a continuous "
-                f"{self.config.bottleneck!r} bottleneck; build it with bottleneck='rvq'"
+                f"{self.config.bottleneck_type!r} bottleneck; build it with bottleneck_type='rvq'"
             )
-
-
-class QuantizedLatents(DiagonalGaussianDistribution):
-    """The `latent_dist` of an `rvq` autoencoder: a point mass on the quantized latents.
-
-    `mode()` and `sample()` both give the quantized latents (with straight-through gradients in
-    training), so code written for the continuous bottlenecks works unchanged; the KL term is zero.
-
-    Args:
-        latents: Quantized latents, `(batch, latent_channels, frames)`.
-        codes: Their codes, `(batch, num_quantizers, frames)` (-1 where quantizer dropout left a codebook out).
-        commitment_loss: Sum over quantizers of the weighted commitment loss (zero in eval mode).
-    """
-
-    def __init__(self, latents: torch.Tensor, codes: torch.Tensor, commitment_loss: torch.Tensor) -> None:
-        super().__init__(torch.cat([latents, torch.zeros_like(latents)], 1), deterministic=True)
-        self.codes = codes
-        self.commitment_loss = commitment_loss
-
-
-@dataclass
-class CodebookUsage:
-    """Codebook usage per quantizer.
-
-    Args:
-        perplexity: `(num_quantizers,)`: exp of the entropy of the code distribution, from 1 (one code
-            used) to `codebook_size` (all codes equally used).
-        dead_fraction: `(num_quantizers,)`: fraction of codes unused (or, from EMA counts, due for replacement).
-    """
-
-    perplexity: torch.Tensor
-    dead_fraction: torch.Tensor
-
-    def as_logs(self, prefix: str = "codebook") -> dict[str, float]:
-        """Flat `{"<prefix>/perplexity_q0": ..., "<prefix>/dead_fraction_q0": ...}` for a training logger.
-
-        Args:
-            prefix: Prefix of every key.
-        """
-        logs = {}
-        for name in ("perplexity", "dead_fraction"):
-            for k, value in enumerate(getattr(self, name).tolist()):
-                logs[f"{prefix}/{name}_q{k}"] = value
-        return logs
-
-
-class ResidualQuantizer(nn.Module):
-    """`vector_quantize_pytorch.ResidualVQ` on channel-first latents, with code lookup and usage stats.
-
-    Args:
-        dim: Channels of the latents.
-        num_quantizers: Codebooks (K).
-        codebook_size: Codes per codebook.
-        codebook_dim: Lookup dimension (projections in and out), or `None` for `dim`.
-        quantizer_dropout: Random number of quantizers per training batch.
-        commitment_weight: Weight of the commitment loss.
-        codebook_decay: EMA decay of the codebooks.
-        threshold_ema_dead_code: EMA count below which a code is replaced in training (0: never).
-        kmeans_init: K-means initialisation of the codebooks on the first batch.
-        cosine_sim: Match l2-normalised inputs to l2-normalised codes by cosine similarity.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_quantizers: int,
-        codebook_size: int,
-        codebook_dim: int | None,
-        quantizer_dropout: bool,
-        commitment_weight: float,
-        codebook_decay: float,
-        threshold_ema_dead_code: float,
-        kmeans_init: bool,
-        cosine_sim: bool = False,
-    ) -> None:
-        super().__init__()
-        _check_quantizer_config(num_quantizers, codebook_size, codebook_dim, commitment_weight, codebook_decay)
-        try:
-            from vector_quantize_pytorch import ResidualVQ
-        except ImportError as error:
-            raise ImportError(
-                "bottleneck='rvq' needs vector-quantize-pytorch; install it with `pip install vector-quantize-pytorch`"
-            ) from error
-        self.rvq = ResidualVQ(
-            dim=dim,
-            num_quantizers=num_quantizers,
-            codebook_size=codebook_size,
-            codebook_dim=codebook_dim,
-            quantize_dropout=quantizer_dropout,
-            commitment_weight=commitment_weight,
-            decay=codebook_decay,
-            threshold_ema_dead_code=threshold_ema_dead_code,
-            kmeans_init=kmeans_init,
-            use_cosine_sim=cosine_sim,
-        )
-        self.threshold_ema_dead_code = threshold_ema_dead_code
-
-    def forward(self, latents: torch.Tensor) -> QuantizedLatents:
-        """Quantize latents `(batch, dim, frames)`.
-
-        Args:
-            latents: Encoder output, `(batch, dim, frames)`.
-        """
-        quantized, codes, losses = self.rvq(latents.transpose(1, 2))
-        return QuantizedLatents(quantized.transpose(1, 2).to(latents.dtype), codes.transpose(1, 2), losses.sum())
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Quantized latents `(batch, dim, frames)` from the codes of the first k quantizers.
-
-        Args:
-            codes: `(batch, k, frames)` long, k <= num_quantizers; -1 leaves a quantizer out.
-        """
-        codebooks = self.rvq.codebooks  # (num_quantizers, codebook_size, lookup dim)
-        if codes.ndim != 3 or not 1 <= codes.shape[1] <= len(codebooks):
-            raise ValueError(
-                f"codes must have shape (batch, k, frames) with 1 <= k <= {len(codebooks)} quantizers, "
-                f"got {tuple(codes.shape)}"
-            )
-        if codes.dtype not in (torch.int32, torch.int64) or codes.max() >= codebooks.shape[1] or codes.min() < -1:
-            raise ValueError(
-                f"codes must be integers in [0, {codebooks.shape[1]}) (or -1 for a dropped quantizer), got "
-                f"{codes.dtype} in [{codes.min().item()}, {codes.max().item()}]; were they made by another codec?"
-            )
-        quantized = codebooks.new_zeros(codes.shape[0], codes.shape[2], codebooks.shape[2])
-        for codebook, layer_codes in zip(codebooks, codes.unbind(1)):
-            kept = (layer_codes >= 0).unsqueeze(-1)
-            quantized = quantized + codebook[layer_codes.clamp_min(0)] * kept
-        return self.rvq.project_out(quantized).transpose(1, 2)
-
-    @torch.no_grad()
-    def usage(self, codes: torch.Tensor | None = None) -> CodebookUsage:
-        """Perplexity and dead-code fraction per quantizer, from `codes` or the EMA counts.
-
-        Args:
-            codes: `(batch, num_quantizers, frames)` to count, or `None` for the EMA counts.
-        """
-        size = self.rvq.codebook_size
-        if codes is None:
-            counts = torch.stack([layer._codebook.cluster_size[0] for layer in self.rvq.layers]).float()
-            dead = counts < (self.threshold_ema_dead_code or 1e-3)
-        else:
-            rows = codes.transpose(0, 1).reshape(codes.shape[1], -1)
-            counts = torch.stack([torch.bincount(row[row >= 0], minlength=size) for row in rows]).float()
-            dead = counts == 0
-        probs = counts / counts.sum(-1, keepdim=True).clamp_min(1e-12)
-        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
-        return CodebookUsage(perplexity=entropy.exp(), dead_fraction=dead.float().mean(-1))
 
 
 @torch.no_grad()
@@ -615,33 +382,28 @@ def _check_chunks(size: int, context: int) -> None:
         raise ValueError(f"chunking needs chunk_size >= 1 and context >= 0 latent frames, got {size} and {context}")
 
 
-def _check_quantizer_config(num_quantizers, codebook_size, codebook_dim, commitment_weight, codebook_decay) -> None:
-    if num_quantizers < 1 or codebook_size < 2:
+def _part_kwargs(part: str, registry: dict[str, type[nn.Module]], name: str, given: dict | None) -> dict:
+    """All options of the part `registry[name]`: its keyword-only arguments' defaults, updated by `given`."""
+    if name not in registry:
+        raise ValueError(f"unknown {part}_type {name!r}; choose from {tuple(registry)}")
+    options = {
+        p.name: p.default for p in inspect.signature(registry[name]).parameters.values() if p.kind is p.KEYWORD_ONLY
+    }
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(options))
+    if unknown:
         raise ValueError(
-            f"bottleneck='rvq' needs num_quantizers >= 1 and codebook_size >= 2, "
-            f"got {num_quantizers} and {codebook_size}"
+            f"{part}_kwargs got unknown options {closest_names(unknown, list(options))} for {part}_type={name!r}; "
+            f"valid ones: {', '.join(options) or 'none'}"
         )
-    if codebook_dim is not None and codebook_dim < 1:
-        raise ValueError(f"codebook_dim must be positive (or None for latent_channels), got {codebook_dim}")
-    if commitment_weight < 0 or not 0 <= codebook_decay < 1:
-        raise ValueError(
-            f"need commitment_weight >= 0 and 0 <= codebook_decay < 1, got {commitment_weight} and {codebook_decay}"
-        )
+    return {**options, **given}
 
 
-def _check_config(
-    audio_channels, strides, latent_channels, bottleneck, activation, architecture, chunk_size, chunk_context
-) -> None:
+def _check_config(audio_channels, strides, latent_channels, chunk_size, chunk_context) -> None:
     if audio_channels not in (1, 2):
         raise ValueError(f"audio_channels must be 1 (mono) or 2 (stereo), got {audio_channels}")
     if not strides or any(int(s) < 1 for s in strides):
         raise ValueError(f"strides must be a non-empty list of positive integers, got {strides}")
     if latent_channels < 1:
         raise ValueError(f"latent_channels must be positive, got {latent_channels}")
-    if bottleneck not in BOTTLENECKS:
-        raise ValueError(f"unknown bottleneck {bottleneck!r}; choose from {BOTTLENECKS}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose from {ACTIVATIONS}")
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
     _check_chunks(chunk_size, chunk_context)

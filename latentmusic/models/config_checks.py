@@ -13,6 +13,7 @@ import difflib
 import functools
 import inspect
 import os
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from ..checkpoints import resolve_pretrained
@@ -44,11 +45,24 @@ def unknown_keys_message(model_cls: type, unknown: list[str], what: str) -> str:
         The message.
     """
     valid = config_parameters(model_cls)
+    return f"{model_cls.__name__} got unknown {what} {closest_names(unknown, valid)}; valid ones: {', '.join(valid)}"
+
+
+def closest_names(unknown: list[str], valid: list[str]) -> str:
+    """Each unknown name with the closest valid one, for an error message: `'num_layer' (did you mean 'num_layers'?)`.
+
+    Args:
+        unknown: The names not understood.
+        valid: The names that would be.
+
+    Returns:
+        The names, comma-separated.
+    """
     hints = []
     for key in unknown:
         close = difflib.get_close_matches(key, valid, n=1)
         hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-    return f"{model_cls.__name__} got unknown {what} {', '.join(hints)}; valid ones: {', '.join(valid)}"
+    return ", ".join(hints)
 
 
 def strict_config(model_cls: ModelClass) -> ModelClass:
@@ -58,6 +72,9 @@ def strict_config(model_cls: ModelClass) -> ModelClass:
     - `Model.from_config(config)` and `Model.from_pretrained(folder)` raise `ValueError` for a config key the model
       does not take (keys starting with `_`, diffusers' bookkeeping, are ignored).
     - `Model.from_pretrained("latentmusic/demo", subfolder="unet")` loads the shipped checkpoint's component.
+    - A class that defines a classmethod `_convert_legacy_config(config: dict) -> dict` has its constructor arguments
+      and configs passed through it first, so configs written in an older format still load (see
+      `AudioAutoencoder._convert_legacy_config`).
 
     Args:
         model_cls: A `ModelMixin, ConfigMixin` class whose `__init__` is decorated with `register_to_config`.
@@ -67,15 +84,22 @@ def strict_config(model_cls: ModelClass) -> ModelClass:
     """
     init = model_cls.__init__
     valid = set(config_parameters(model_cls))
+    # a model whose config format changed maps old keys to new ones here (and says so), before the check
+    convert_legacy = getattr(model_cls, "_convert_legacy_config", None)
 
     @functools.wraps(init)
     def checked_init(self, *args: Any, **kwargs: Any) -> None:
+        if convert_legacy is not None:
+            kwargs = convert_legacy(kwargs)
         unknown = sorted(set(kwargs) - valid)
         if unknown:
             raise TypeError(unknown_keys_message(model_cls, unknown, "arguments"))
         init(self, *args, **kwargs)
 
     def from_config(cls, config=None, return_unused_kwargs: bool = False, **kwargs: Any):
+        if convert_legacy is not None and isinstance(config, Mapping):
+            # keyword overrides are config keys too (diffusers merges them), so old ones among them convert alike
+            config, kwargs = convert_legacy({**config, **kwargs}), {}
         model, unused = super(model_cls, cls).from_config(config, return_unused_kwargs=True, **kwargs)
         unknown = sorted(key for key in unused if not key.startswith("_"))
         if unknown:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from einops import rearrange
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
@@ -49,16 +50,15 @@ class STFTDiscriminator(nn.Module):
         self.stack = _PatchStack(2 * audio_channels, channels, layers)
 
     def forward(self, audio: torch.Tensor) -> Judgement:
-        batch, channels, samples = audio.shape
         spec = torch.stft(
-            audio.reshape(batch * channels, samples),
+            rearrange(audio, "b c s -> (b c) s"),
             self.n_fft,
             hop_length=self.n_fft // 4,
             window=self.window,
             return_complex=True,
         )
-        spec = torch.view_as_real(spec).reshape(batch, channels, *spec.shape[-2:], 2)
-        spec = spec.permute(0, 1, 4, 3, 2).reshape(batch, 2 * channels, spec.shape[3], spec.shape[2])  # time × freq
+        # real and imaginary parts of every audio channel as image channels, over time × frequency
+        spec = rearrange(torch.view_as_real(spec), "(b c) f t two -> b (c two) t f", b=audio.shape[0])
         return self.stack(spec)
 
 
@@ -74,8 +74,7 @@ class PeriodDiscriminator(nn.Module):
     def forward(self, audio: torch.Tensor) -> Judgement:
         pad = -audio.shape[-1] % self.period
         audio = nn.functional.pad(audio, (0, pad), mode="reflect" if pad < audio.shape[-1] else "constant")
-        batch, channels, samples = audio.shape
-        return self.stack(audio.reshape(batch, channels, samples // self.period, self.period))
+        return self.stack(rearrange(audio, "b c (t p) -> b c t p", p=self.period))
 
 
 class MultiDiscriminator(ModelMixin, ConfigMixin):

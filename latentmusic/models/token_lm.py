@@ -20,7 +20,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
+from einops import rearrange
 from torch import nn
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from .codebook_patterns import PATTERNS, CodebookPattern, get_pattern
 from .config_checks import strict_config
@@ -80,7 +82,7 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(hidden_size, hidden_size, bias=False)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        return rearrange(x, "b n (h d) -> b h n d", h=self.num_heads)
 
     def key_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values `(batch, heads, length, head_dim)` of `context`.
@@ -111,7 +113,7 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(
             self._heads(self.to_q(x)), keys, values, attn_mask=mask, dropout_p=dropout, is_causal=is_causal
         )
-        return self.to_out(out.transpose(1, 2).flatten(2))
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 
 class DecoderLayer(nn.Module):
@@ -280,25 +282,6 @@ class TokenLM(ModelMixin, ConfigMixin, PeftAdapterMixin):
         new_cache = KVCache(new_self, cache.cross_attention, cache.encoder_attention_mask) if use_cache else None
         return TokenLMOutput(logits=logits, cache=new_cache) if return_dict else (logits, new_cache)
 
-    def loss(
-        self,
-        codes: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        encoder_attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Next-token cross-entropy of `codes` `(batch, num_codebooks, frames)`, over the pattern's code positions.
-
-        Args:
-            codes: Codec codes, `(batch, num_codebooks, frames)`.
-            encoder_hidden_states: Text-encoder hidden states `(batch, text_tokens, cross_attention_dim)`.
-            encoder_attention_mask: `(batch, text_tokens)`, 1 = real token, 0 = padding.
-        """
-        pattern, frames = self.pattern, codes.shape[-1]
-        sequence = pattern.build(codes, self.special_token)
-        logits = self(self.shift_right(sequence), encoder_hidden_states, encoder_attention_mask).logits
-        valid = pattern.valid_mask(frames).to(codes.device).expand(codes.shape[0], -1, -1)
-        return F.cross_entropy(logits[valid].float(), sequence[valid])
-
     def shift_right(self, sequence: torch.Tensor) -> torch.Tensor:
         """The model's input for a sequence: a start step of special tokens, then all steps but the last.
 
@@ -434,7 +417,9 @@ def sample_tokens(
     temperature: float = 1.0,
     generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """Sample one token per row from `logits` `(..., vocabulary)`.
+    """Sample one token per row from `logits` `(..., vocabulary)` (one row per sequence and codebook).
+
+    Temperature, top-k and top-p are transformers' logits warpers, applied to every row at once.
 
     Args:
         logits: Unnormalised log-probabilities, `(..., vocabulary)`.
@@ -442,24 +427,26 @@ def sample_tokens(
         top_p: Keep the most likely tokens up to cumulative probability `top_p`; `None` or 1 keeps all.
         temperature: Softmax temperature; 0 is greedy.
         generator: One generator, or one per entry of the first dimension.
+
+    Returns:
+        The tokens, `logits.shape[:-1]` long.
     """
-    if temperature == 0:
+    if temperature == 0:  # greedy; transformers' TemperatureLogitsWarper refuses 0 (it means do_sample=False there)
         return logits.argmax(-1)
-    logits = logits / temperature
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(float(temperature))])
     if top_k:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    probs = logits.softmax(-1)
+        warpers.append(TopKLogitsWarper(top_k))
     if top_p is not None and top_p < 1:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep up to and including the token crossing top_p
-        probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
-    flat = probs.reshape(-1, probs.shape[-1])
+        warpers.append(TopPLogitsWarper(top_p))
+    rows = rearrange(logits, "... vocabulary -> (...) vocabulary")
+    probs = warpers(None, rows).softmax(-1)  # the warpers ignore input_ids (no repetition penalty here)
+    # one generator per sequence draws that sequence's rows: transformers samples with one generator only
     if isinstance(generator, list):
-        per_row = flat.shape[0] // len(generator)
-        chunks = [torch.multinomial(p, 1, generator=g) for p, g in zip(flat.split(per_row), generator)]
-        return torch.cat(chunks).reshape(probs.shape[:-1])
-    return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+        per_row = probs.shape[0] // len(generator)
+        tokens = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs.split(per_row), generator)])
+    else:
+        tokens = torch.multinomial(probs, 1, generator=generator)
+    return tokens.reshape(logits.shape[:-1])
 
 
 def check_sampling_args(top_k: int | None, top_p: float | None, temperature: float) -> None:

@@ -38,7 +38,7 @@ class TokenMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipeli
     """Text-to-music generation by a token LM over the codes of a residual-VQ codec (MusicGen-style).
 
     Components:
-        codec: `AudioAutoencoder` with `bottleneck="rvq"`; its codes are the LM's tokens.
+        codec: `AudioAutoencoder` with `bottleneck_type="rvq"`; its codes are the LM's tokens.
         text_encoder: Any `transformers` text encoder; its first output, the hidden states, is cross-attended.
         tokenizer: The text encoder's tokenizer.
         lm: `TokenLM` over the codec's first `lm.config.num_codebooks` codebooks.
@@ -345,15 +345,15 @@ class TokenMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipeli
 
 
 def _check_codec_fits_lm(codec, lm) -> None:
-    config = codec.config
-    if getattr(config, "bottleneck", None) != "rvq":
+    if not getattr(codec, "is_codec", False):
+        bottleneck = getattr(codec.config, "bottleneck_type", None)
         raise ValueError(
-            f"the codec must be an AudioAutoencoder with bottleneck='rvq' (a codec with discrete codes), got "
-            f"{type(codec).__name__} with bottleneck={getattr(config, 'bottleneck', None)!r}"
+            f"the codec must be an AudioAutoencoder with bottleneck_type='rvq' (a codec with discrete codes), got "
+            f"{type(codec).__name__} with bottleneck_type={bottleneck!r}"
         )
-    if lm.config.codebook_size != config.codebook_size or lm.config.num_codebooks > config.num_quantizers:
+    quantizers, size = codec.bottleneck.num_quantizers, codec.bottleneck.codebook_size
+    if lm.config.codebook_size != size or lm.config.num_codebooks > quantizers:
         raise ValueError(
             f"the LM models {lm.config.num_codebooks} codebooks of {lm.config.codebook_size} codes, but the codec has "
-            f"{config.num_quantizers} of {config.codebook_size}; build the LM with codebook_size="
-            f"{config.codebook_size} and num_codebooks <= {config.num_quantizers}"
+            f"{quantizers} of {size}; build the LM with codebook_size={size} and num_codebooks <= {quantizers}"
         )

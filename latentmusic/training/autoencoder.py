@@ -217,7 +217,7 @@ def train_autoencoder(config: AutoencoderTrainingConfig | DictConfig) -> Path:
 
 def is_rvq(model) -> bool:
     """Whether `model` is a residual-VQ codec (the token-LM branch's tokenizer)."""
-    return isinstance(model, AudioAutoencoder) and model.config.bottleneck == "rvq"
+    return isinstance(model, AudioAutoencoder) and model.is_codec
 
 
 def fresh_copy(model):

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import repeat
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
@@ -50,7 +51,7 @@ class TokenSampleConfig:
 
 @dataclass
 class TokenLMTrainingConfig:
-    codec: str = ""  # folder of the trained RVQ codec (AudioAutoencoder with bottleneck="rvq") — required
+    codec: str = ""  # folder of the trained RVQ codec (AudioAutoencoder with bottleneck_type="rvq") — required
     data: TokenLMDataConfig = field(default_factory=TokenLMDataConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     lm: dict[str, Any] = field(default_factory=dict)  # TokenLM arguments (codebook_size etc. are filled in)
@@ -67,10 +68,10 @@ def load_codec(folder: str | Path) -> AudioAutoencoder:
         folder: The codec's `save_pretrained` folder.
     """
     codec = AudioAutoencoder.from_pretrained(folder)
-    if codec.config.bottleneck != "rvq":
+    if not codec.is_codec:
         raise ValueError(
-            f"codec={folder} has a {codec.config.bottleneck!r} bottleneck; the token LM needs discrete codes: "
-            "train an autoencoder with model.bottleneck=rvq (see recipes/configs/autoencoder/tiny-rvq.yaml)"
+            f"codec={folder} has a {codec.config.bottleneck_type!r} bottleneck; the token LM needs discrete codes: "
+            "train an autoencoder with model.bottleneck_type=rvq (see recipes/configs/autoencoder/tiny-rvq.yaml)"
         )
     return codec.eval().requires_grad_(False)
 
@@ -124,7 +125,7 @@ def masked_lm_loss(
     sequence = pattern.build(codes, lm.special_token)
     logits = (model or lm)(lm.shift_right(sequence), text.hidden_states, text.attention_mask).logits
     # the same layout applied to the frame mask marks the sequence positions that hold real codes
-    real = pattern.build(frame_mask.long()[:, None].expand_as(codes).contiguous(), 0) == 1
+    real = pattern.build(repeat(frame_mask.long(), "b t -> b k t", k=codes.shape[1]), 0) == 1
     return F.cross_entropy(logits[real].float(), sequence[real])
 
 
@@ -148,16 +149,17 @@ class TokenLMTrainer(Trainer):
             if accelerator.is_main_process:
                 encode_code_cache(codec, config.data.root, cache, progress=self.run_config.progress_bar)
         segment_frames = max(1, round(config.data.segment_seconds * codec.latent_rate))
-        common = dict(segment_frames=segment_frames, channels=codec.config.num_quantizers, seed=self.run_config.seed)
+        quantizers = codec.bottleneck.num_quantizers
+        common = dict(segment_frames=segment_frames, channels=quantizers, seed=self.run_config.seed)
         train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
         self.valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
         self.tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
         lm = TokenLM(
             **{
-                "num_codebooks": codec.config.num_quantizers,
+                "num_codebooks": quantizers,
                 **OmegaConf.to_container(config.lm),
-                "codebook_size": codec.config.codebook_size,
+                "codebook_size": codec.bottleneck.codebook_size,
                 "cross_attention_dim": text_width(text_encoder),
             }
         )
