@@ -83,7 +83,8 @@ def ensure_autoencoder(folder: Path, corpus: Path) -> Path:
     if (folder / "config.json").is_file():
         return folder
     torch.manual_seed(0)
-    vae = AudioAutoencoder(sample_rate=16000, base_channels=8, max_channels=64, strides=(2, 4, 8), latent_channels=8)
+    waveform = dict(base_channels=8, max_channels=64)
+    vae = AudioAutoencoder(sample_rate=16000, strides=(2, 4, 8), latent_channels=8, encoder_kwargs=waveform)
     clips = AudioCaptionDataset(corpus, sample_rate=16000, segment_seconds=4.0, split="train")
     compute_latent_statistics(vae.eval(), (clips[i]["audio"][None] for i in range(min(16, len(clips)))))
     vae.save_pretrained(folder)

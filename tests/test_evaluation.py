@@ -10,7 +10,6 @@ import scipy.signal
 import soundfile as sf
 import torch
 
-from latentmusic import AudioAutoencoder
 from latentmusic.audio import load_audio
 from latentmusic.cli import main
 from latentmusic.data.dataset import read_metadata
@@ -40,6 +39,8 @@ from latentmusic.evaluation.audio_sets import load_clip
 from latentmusic.evaluation.clap import clap_similarities
 from latentmusic.evaluation.cli import RESULT_KEYS, evaluate
 from latentmusic.evaluation.reconstruction import reconstruction_metrics
+
+from .conftest import tiny_vae
 
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -425,7 +426,7 @@ def test_reconstruction_scores_an_autoencoder_on_the_reference_clips(synthetic_s
     """`--autoencoder` reports the recipe's reconstruction metrics over the reference clips (resampled to the
     model's rate), exactly as computed clip by clip; it needs `--reference`."""
     torch.manual_seed(0)
-    vae = AudioAutoencoder(sample_rate=8000, base_channels=4, max_channels=16, strides=(4, 8), latent_channels=4)
+    vae = tiny_vae()
     vae.save_pretrained(tmp_path / "vae")
     reference = synthetic_sets / "reference"
     args = ["evaluate", "--generated", str(synthetic_sets / "generated"), "--no-progress"]

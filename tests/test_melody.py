@@ -80,7 +80,9 @@ def test_the_recipe_trains_with_melodies_and_masks(corpus_dir, tmp_path):
     from latentmusic import AudioAutoencoder
 
     torch.manual_seed(0)
-    vae = AudioAutoencoder(sample_rate=16000, base_channels=8, max_channels=32, strides=(4, 8), latent_channels=4)
+    vae = AudioAutoencoder(
+        sample_rate=16000, strides=(4, 8), latent_channels=4, encoder_kwargs=dict(base_channels=8, max_channels=32)
+    )
     vae.save_pretrained(tmp_path / "vae")
     config = load_config(
         DiffusionTrainingConfig,
