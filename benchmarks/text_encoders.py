@@ -74,7 +74,7 @@ PERFORMERS = {
     "string ensemble": "bowed string section",
     "choir": "chorus of singers",
     "trumpet": "trumpeter",
-    "french horn": "horn player",
+    "french horn": "hornist",
     "oboe": "oboist",
     "bassoon": "bassoonist",
     "clarinet": "clarinettist",
