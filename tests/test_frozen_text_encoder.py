@@ -77,3 +77,11 @@ def test_a_local_bert_encoder_stays_frozen_unless_trained(folders, tmp_path, tra
     assert (len(changed) > 0) == train, changed
     rows = [json.loads(line) for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3 and np.isfinite(rows[-1]["valid_loss"])
+
+
+def test_a_prompt_length_the_pretrained_encoder_cannot_read_is_refused_naming_the_limit(folders, tmp_path):
+    overrides = [f"vae={folders / 'vae'}", f"data.root={folders / 'data'}", f"run.output_dir={tmp_path}",
+                 f"text_encoder.pretrained={folders / 'bert'}", "text_encoder.max_length=64"]  # fmt: skip
+    trainer = DiffusionTrainer(load_config(DiffusionTrainingConfig, "recipes/configs/diffusion/tiny.yaml", overrides))
+    with pytest.raises(ValueError, match=r"max_length=64 is longer .* \(32 positions\).*max_length<=32"):
+        trainer.fit()  # before the first step, not deep inside BERT's position embeddings

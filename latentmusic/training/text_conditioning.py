@@ -100,6 +100,12 @@ def prepare_text_encoder(config: TextEncoderConfig | DictConfig, data_root: str 
     """
     if config.pretrained:
         tokenizer, text_encoder = load_text_encoder(config.pretrained)
+        positions = getattr(text_encoder.config, "max_position_embeddings", None)  # T5 has relative positions
+        if positions is not None and config.max_length > positions:
+            raise ValueError(
+                f"text_encoder.max_length={config.max_length} is longer than the pretrained encoder at "
+                f"{config.pretrained} can read ({positions} positions): set text_encoder.max_length<={positions}"
+            )
     else:
         captions = [c for record in read_metadata(data_root, split="train") for c in record["captions"]]
         tokenizer, text_encoder = build_text_encoder(config, captions)
