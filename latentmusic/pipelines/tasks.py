@@ -23,7 +23,7 @@ import torch
 from diffusers.utils import logging
 
 from ..audio import check_audio, resample, to_channels
-from .checks import check_audio_argument, check_real
+from .checks import MAX_SECONDS, check_audio_argument, check_real
 from .common import frames_for_samples, samples_for_seconds
 from .schedulers import is_flow_scheduler
 
@@ -310,6 +310,7 @@ class GenerationTask:
             raise ValueError("audio_sample_rate is the rate of `audio`; pass the audio too, or leave it out")
         if audio_length_in_s is None:
             audio_length_in_s = max_audio_length_in_s or 10.0
+        check_real(audio_length_in_s, "audio_length_in_s", minimum=0.0, maximum=MAX_SECONDS, exclusive_minimum=True)
         long = max_audio_length_in_s is not None and audio_length_in_s > max_audio_length_in_s + 1e-6
         if story is not None:
             kind = "story"
