@@ -13,6 +13,7 @@ import difflib
 import functools
 import inspect
 import os
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from ..checkpoints import resolve_pretrained
@@ -58,6 +59,8 @@ def strict_config(model_cls: ModelClass) -> ModelClass:
     - `Model.from_config(config)` and `Model.from_pretrained(folder)` raise `ValueError` for a config key the model
       does not take (keys starting with `_`, diffusers' bookkeeping, are ignored).
     - `Model.from_pretrained("latentmusic/demo", subfolder="unet")` loads the shipped checkpoint's component.
+    - A model with an `upgrade_legacy_config(config)` classmethod gets each config through it first, so configs
+      saved with renamed keys still load.
 
     Args:
         model_cls: A `ModelMixin, ConfigMixin` class whose `__init__` is decorated with `register_to_config`.
@@ -76,6 +79,9 @@ def strict_config(model_cls: ModelClass) -> ModelClass:
         init(self, *args, **kwargs)
 
     def from_config(cls, config=None, return_unused_kwargs: bool = False, **kwargs: Any):
+        upgrade = getattr(model_cls, "upgrade_legacy_config", None)  # a model's one place for old config keys
+        if upgrade is not None and isinstance(config, Mapping):
+            config = upgrade(config)
         model, unused = super(model_cls, cls).from_config(config, return_unused_kwargs=True, **kwargs)
         unknown = sorted(key for key in unused if not key.startswith("_"))
         if unknown:

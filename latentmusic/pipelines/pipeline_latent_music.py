@@ -16,8 +16,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..audio import crop_or_pad
 from ..loaders.lora import MusicLoraLoaderMixin
-from ..melody import PITCH_CLASSES, melody_chroma
-from ..models import AudioAutoencoder, vae_utils
+from ..melody import melody_chroma
+from ..models import AudioAutoencoder, conditioning, vae_utils
 from .checks import (
     check_attention_mask,
     check_audio_argument,
@@ -301,27 +301,19 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
     # -- the JEN-1 tasks: audio to condition on -------------------------------------------------------------
 
     @property
+    def conditioning_inputs(self) -> dict[str, int]:
+        """The U-Net's conditioning inputs by name and width (see `latentmusic.models.conditioning`)."""
+        return dict(self.unet.config.conditioning_inputs or {})
+
+    @property
     def trained_with_masks(self) -> bool:
-        """Whether the U-Net takes JEN-1's mask and masked-latent channels (trained with `masking` on)."""
-        return self._extra_channel_layout()[0]
+        """Whether the U-Net takes JEN-1's mask and known-latent inputs (trained with `masking` on)."""
+        return conditioning.MASK in self.conditioning_inputs
 
     @property
     def trained_with_melody(self) -> bool:
         """Whether the U-Net takes a melody chromagram (12 channels; trained with `melody.enabled`)."""
-        return self._extra_channel_layout()[1]
-
-    def _extra_channel_layout(self) -> tuple[bool, bool]:
-        """The U-Net's extra input channels are `[mask, masked latents]` (1 + latent channels) when trained with
-        masks, then 12 chroma channels when trained with melodies."""
-        extra, latent = self.unet.config.extra_in_channels, vae_utils.vae_latent_channels(self.vae)
-        layouts = {0: (False, False), latent + 1: (True, False), PITCH_CLASSES: (False, True)}
-        layouts[latent + 1 + PITCH_CLASSES] = (True, True)
-        if extra not in layouts or latent + 1 == PITCH_CLASSES:
-            raise ValueError(
-                f"the U-Net takes {extra} extra input channels; this pipeline feeds 0, {latent + 1} (mask + masked "
-                f"latents), {PITCH_CLASSES} (melody) or both ({latent + 1 + PITCH_CLASSES})"
-            )
-        return layouts[extra]
+        return conditioning.MELODY_CHROMA in self.conditioning_inputs
 
     def encode_audio(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Scaled latents (posterior mode) of `(batch, channels, samples)` audio, `num_frames` long (zero-padded)."""
@@ -413,25 +405,18 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         prompt_embeds = text.hidden_states.to(self.unet.dtype)
         total = latents.shape[0]
         seconds_total = torch.full((total * copies,), float(seconds), device=latents.device)
-        parts = []
-        if self.trained_with_masks:
-            mask = (
-                torch.zeros_like(latents[:, :1]) if keep is None else (keep > 0).to(latents.dtype).expand(total, 1, -1)
-            )
-            parts += [mask, torch.zeros_like(latents) if known is None else known * mask]
-        if self.trained_with_melody:
-            frames = latents.shape[-1]
-            chroma = latents.new_zeros(1, PITCH_CLASSES, frames) if melody is None else melody.to(latents)
-            parts.append(chroma.expand(total, -1, -1))
-        conditioning = torch.cat([torch.cat(parts, dim=1)] * copies) if parts else None
+        extra = conditioning.build_conditioning(
+            self.conditioning_inputs, latents, keep=keep, known=known, melody=melody
+        )
+        extra = None if extra is None else torch.cat([extra] * copies)
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 continue
             model_input = torch.cat([latents] * copies)
             if hasattr(self.scheduler, "scale_model_input"):
                 model_input = self.scheduler.scale_model_input(model_input, t)
-            if conditioning is not None:
-                model_input = torch.cat([model_input, conditioning.to(model_input.dtype)], dim=1)
+            if extra is not None:
+                model_input = torch.cat([model_input, extra.to(model_input.dtype)], dim=1)
             noise_pred = self.unet(
                 model_input,
                 t,

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from ..data.dataset import LatentDataset, collate, encode_folder
 from ..melody import PITCH_CLASSES, melody_chroma
-from ..models import UNet1DConditionModel, vae_utils
+from ..models import UNet1DConditionModel, conditioning, vae_utils
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_latent_music import LatentMusicPipeline
 from .lora import LoraTrainingConfig, add_lora_adapter, save_lora_outputs
@@ -171,14 +171,12 @@ class DiffusionTrainer(Trainer):
         train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
         self.valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
-        # the pipeline's layout: [mask, masked latents] with masking, then the melody chromagram
-        extra_in_channels = (latent_channels + 1 if MaskingConfig.enabled(config.masking) else 0) + (
-            PITCH_CLASSES if with_melody else 0
+        # the U-Net's named conditioning inputs, which the pipeline reads from its config
+        self.conditioning_inputs = inputs = conditioning.conditioning_inputs(
+            latent_channels, masking=MaskingConfig.enabled(config.masking), melody=with_melody
         )
         if config.init_from:
-            tokenizer, text_encoder, unet = load_initial_components(
-                config.init_from, latent_channels, extra_in_channels
-            )
+            tokenizer, text_encoder, unet = load_initial_components(config.init_from, latent_channels, inputs)
             text_encoder.requires_grad_(bool(config.text_encoder.train))
         else:
             tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
@@ -188,7 +186,7 @@ class DiffusionTrainer(Trainer):
                     "in_channels": latent_channels,
                     "cross_attention_dim": text_width(text_encoder),
                     "use_timing_conditioning": True,
-                    "extra_in_channels": extra_in_channels,
+                    "conditioning_inputs": inputs,
                     "max_seconds": config.data.segment_seconds,
                 }
             )
@@ -227,22 +225,24 @@ class DiffusionTrainer(Trainer):
         lengths = batch["padding_mask"].sum(-1)
         seconds_total = lengths.to(device) / self.latent_rate
         loss_mask = batch["padding_mask"].to(device)[:, None]
-        model_input = noised.noisy
+        keep = chroma = None
         if MaskingConfig.enabled(config.masking):
             probabilities = (config.masking.generation, config.masking.continuation, config.masking.inpainting)
             if tasks is None:
                 keep = torch.zeros_like(latents[:, :1])
             else:
                 keep = sample_keep_masks(lengths, latents.shape[-1], probabilities, tasks).to(latents)
-            model_input = torch.cat([noised.noisy, keep, latents * keep], dim=1)
             loss_mask = loss_mask * (1 - keep)  # learn what is generated; kept frames are given
         if self.with_melody:  # dropped for some examples (and in validation, which measures the text's effect)
             if tasks is None:
                 kept = torch.zeros(len(cached), 1, 1)
             else:
                 kept = draw(tasks, len(cached), lambda n, g: torch.rand(n, generator=g)) >= config.melody.dropout
-            kept = kept.view(-1, 1, 1).to(latents)
-            model_input = torch.cat([model_input, cached[:, latent_channels:] * kept], dim=1)
+            chroma = cached[:, latent_channels:] * kept.view(-1, 1, 1).to(latents)
+        extra = conditioning.build_conditioning(
+            self.conditioning_inputs, noised.noisy, keep=keep, known=latents, melody=chroma
+        )
+        model_input = noised.noisy if extra is None else torch.cat([noised.noisy, extra], dim=1)
         prediction = self.unet(
             model_input,
             noised.timesteps,
@@ -316,14 +316,14 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
 
 
 def load_initial_components(
-    name_or_folder: str | Path, latent_channels: int, extra_in_channels: int
+    name_or_folder: str | Path, latent_channels: int, conditioning_inputs: dict[str, int]
 ) -> tuple[Any, torch.nn.Module, UNet1DConditionModel]:
     """The tokenizer, text encoder and U-Net of a saved pipeline, to fine-tune; checked against the run's layout.
 
     Args:
         name_or_folder: A `LatentMusicPipeline` folder or a shipped checkpoint's name.
         latent_channels: Latent channels of the run's autoencoder.
-        extra_in_channels: Conditioning channels the run's masking and melody settings give the U-Net.
+        conditioning_inputs: The conditioning inputs the run's masking and melody settings give the U-Net.
 
     Returns:
         A tuple of the tokenizer, the text encoder and the U-Net.
@@ -335,12 +335,12 @@ def load_initial_components(
     folder = pipeline_folder(name_or_folder)
     tokenizer, text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer")
     unet = UNet1DConditionModel.from_pretrained(folder / "unet")
-    found = (unet.config.in_channels, unet.config.extra_in_channels)
-    if found != (latent_channels, extra_in_channels):
+    found = (unet.config.in_channels, dict(unet.config.conditioning_inputs or {}))
+    if found != (latent_channels, conditioning_inputs):
         raise ValueError(
-            f"init_from={name_or_folder}: its U-Net takes {found[0]} latent and {found[1]} conditioning channels, but "
-            f"this run gives {latent_channels} and {extra_in_channels}; use the autoencoder it was trained on (vae=) "
-            "and its masking and melody settings"
+            f"init_from={name_or_folder}: its U-Net takes {found[0]} latent channels and the conditioning channels "
+            f"{found[1]}, but this run gives {latent_channels} and {conditioning_inputs}; use the autoencoder it was "
+            "trained on (vae=) and its masking and melody settings"
         )
     return tokenizer, text_encoder, unet
 
