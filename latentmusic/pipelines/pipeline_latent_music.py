@@ -366,7 +366,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         timesteps: torch.Tensor,
         seconds: float,
         extra_step_kwargs: dict[str, Any],
-        progress_bar,
+        progress_bar: Any,
         known: torch.Tensor | None = None,
         keep: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
