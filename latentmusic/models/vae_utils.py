@@ -68,7 +68,9 @@ def decode(vae, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
     return crop_or_pad(vae.decode(latents).sample, num_samples)
 
 
-def decode_in_windows(vae: AudioAutoencoder, latents: torch.Tensor, num_samples: int, window: int, context: int) -> torch.Tensor:
+def decode_in_windows(
+    vae: AudioAutoencoder, latents: torch.Tensor, num_samples: int, window: int, context: int
+) -> torch.Tensor:
     """Decode unscaled `latents` `window` frames at a time, each with `context` frames of its neighbours on both
     sides whose audio is dropped (overlap-save), to exactly `num_samples` samples.
 
