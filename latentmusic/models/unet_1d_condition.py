@@ -324,6 +324,9 @@ class UpBlock1D(_CheckpointedBlock):
 class SecondsEmbedding(nn.Module):
     """Embeds a duration in seconds, as Stable Audio's number conditioner does.
 
+    Our own: diffusers' `GaussianFourierProjection` has frozen frequencies, and these are learned (as in Stable
+    Audio); the MLP is diffusers' `TimestepEmbedding`.
+
     Seconds are clamped to `[0, max_seconds]` and divided by `max_seconds`; the resulting number in
     `[0, 1]` is expanded into learnable random Fourier features (plus the number itself) and mapped by an
     MLP to the time embedding's width.

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers.utils import logging
+from einops import rearrange
 
 from ..audio import check_audio, resample, to_channels
 from .checks import MAX_SECONDS, check_audio_argument, check_real
@@ -103,7 +104,7 @@ def keep_frames(regenerate: torch.Tensor, hop_length: int, num_frames: int) -> t
     padded = torch.ones(num_frames * hop_length, dtype=torch.bool)
     length = min(len(regenerate), len(padded))
     padded[:length] = regenerate[:length]
-    return (~padded.view(num_frames, hop_length).any(dim=1)).float()
+    return (~rearrange(padded, "(frames hop) -> frames hop", hop=hop_length).any(dim=1)).float()
 
 
 def fade_out(context: int, fade: int) -> torch.Tensor:
