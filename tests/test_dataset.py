@@ -55,7 +55,7 @@ def test_crops_have_exact_length_at_the_requested_rate_and_channels(corpus, chan
         assert item["audio"].dtype == torch.float32
         assert item["audio"].shape == (channels, RATE // 2)
         assert item["padding_mask"].all()
-        assert item["seconds_total"] == pytest.approx(2.0)
+        assert item["source_seconds"] == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["16k-mono", "44.1k-stereo", "48k-stereo"])
@@ -63,8 +63,8 @@ def test_crop_equals_the_same_span_of_the_whole_resampled_file(corpus, index):
     dataset = AudioCaptionDataset(corpus, sample_rate=RATE, segment_seconds=0.5, split="train", seed=3)
     item = dataset[index]
     whole, _ = load_audio(corpus / item["metadata"]["path"], sample_rate=RATE, channels=1)
-    start = round(item["seconds_start"] * RATE)
-    assert start > 0 and item["seconds_start"] * RATE == pytest.approx(start)
+    start = round(item["crop_start_seconds"] * RATE)
+    assert start > 0 and item["crop_start_seconds"] * RATE == pytest.approx(start)
     torch.testing.assert_close(item["audio"], whole[:, start : start + RATE // 2], atol=1e-5, rtol=0)
 
 
@@ -75,20 +75,20 @@ def test_short_file_is_zero_padded_and_the_padding_masked(corpus):
     assert item["audio"].shape == (1, RATE // 2)
     assert item["padding_mask"][:real].all() and not item["padding_mask"][real:].any()
     assert item["audio"][:, real:].abs().max() == 0 and item["audio"][:, :real].abs().max() > 0.4
-    assert item["seconds_start"] == 0 and item["seconds_total"] == pytest.approx(0.25)
+    assert item["crop_start_seconds"] == 0 and item["source_seconds"] == pytest.approx(0.25)
 
 
 def test_fixed_crops_start_at_zero_in_every_epoch(corpus):
     dataset = AudioCaptionDataset(corpus, sample_rate=RATE, segment_seconds=0.5, random_crop=False)
     first = [item["audio"] for item in dataset]
     dataset.set_epoch(5)
-    assert all(item["seconds_start"] == 0 for item in dataset)
+    assert all(item["crop_start_seconds"] == 0 for item in dataset)
     for before, item in zip(first, dataset):
         assert torch.equal(before, item["audio"])
 
 
 def crop_starts(dataset):
-    return [dataset[index]["seconds_start"] for index in range(len(dataset))]
+    return [dataset[index]["crop_start_seconds"] for index in range(len(dataset))]
 
 
 def test_random_crops_are_reproducible_for_a_seed_and_differ_across_epochs_and_seeds(corpus):
@@ -110,7 +110,7 @@ def test_set_epoch_reaches_persistent_dataloader_workers(corpus):
     loader = DataLoader(dataset, batch_size=None, num_workers=1, persistent_workers=True)
     for epoch in range(2):
         dataset.set_epoch(epoch)
-        assert [item["seconds_start"] for item in loader] == crop_starts(dataset)
+        assert [item["crop_start_seconds"] for item in loader] == crop_starts(dataset)
 
 
 def test_whole_files_when_segment_seconds_is_none(corpus):
@@ -128,7 +128,7 @@ def test_dataloader_collates_a_batch_of_two(corpus):
     dataset = AudioCaptionDataset(corpus, sample_rate=RATE, segment_seconds=0.5)
     batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate)))
     assert batch["audio"].shape == (2, 1, RATE // 2) and batch["padding_mask"].shape == (2, RATE // 2)
-    assert batch["seconds_start"].shape == (2,) and batch["seconds_total"].tolist() == pytest.approx([2.0, 2.0])
+    assert batch["crop_start_seconds"].shape == (2,) and batch["source_seconds"].tolist() == pytest.approx([2.0, 2.0])
     assert len(batch["caption"]) == 2 and all(isinstance(caption, str) for caption in batch["caption"])
     assert [meta["path"] for meta in batch["metadata"]] == ["train/low.flac", "train/mid.flac"]
     json.dumps(batch["metadata"])
@@ -306,19 +306,19 @@ def test_latent_crops_equal_the_stored_slice(tmp_path):
     dataset = LatentDataset(tmp_path, segment_frames=8, split="train", channels=4, seed=1)
     assert (dataset.latent_rate, dataset.scaling_factor, dataset.latent_channels) == (10.0, 0.5, 4)
     for (metadata, latents), item in zip(stored, dataset):
-        start = round(item["seconds_start"] * 10)
+        start = round(item["crop_start_seconds"] * 10)
         assert item["metadata"]["source_path"] == metadata["path"] and item["caption"] == metadata["captions"][0]
-        assert item["seconds_total"] == latents.shape[1] / 10
+        assert item["source_seconds"] == latents.shape[1] / 10
         real = min(8, latents.shape[1])
         assert torch.equal(item["latents"][:, :real], latents[:, start : start + 8])
         assert item["padding_mask"].sum() == real and not item["latents"][:, real:].any()
-    assert {round(item["seconds_start"] * 10) for item in dataset} != {0}
+    assert {round(item["crop_start_seconds"] * 10) for item in dataset} != {0}
 
 
 def test_latent_crops_are_fixed_or_reproducibly_random(tmp_path):
     write_latent_cache(tmp_path, latent_records([40, 40]), latent_rate=10.0)
     fixed = LatentDataset(tmp_path, segment_frames=8, random_crop=False)
-    assert [item["seconds_start"] for item in fixed] == [0, 0]
+    assert [item["crop_start_seconds"] for item in fixed] == [0, 0]
     dataset = LatentDataset(tmp_path, segment_frames=8, caption_dropout=1.0)
     epoch_0 = crop_starts(dataset)
     assert epoch_0 == crop_starts(LatentDataset(tmp_path, segment_frames=8))

@@ -13,6 +13,9 @@ config names those inputs, in the order they are concatenated, with their widths
 This module is the one place that defines them: `conditioning_inputs` names them for a training run,
 `build_conditioning` builds the tensor from them in training and in the pipeline alike, and
 `legacy_conditioning_inputs` reads the unnamed `extra_in_channels` of configs saved before the names existed.
+
+It also says what the U-Net's timing conditioning means (`timing_conditioning`), the same in training and
+generation.
 """
 
 from __future__ import annotations
@@ -116,6 +119,25 @@ def legacy_conditioning_inputs(in_channels: int, extra_in_channels: int) -> dict
             f"{conditioning_inputs(in_channels, masking=True)}"
         )
     return layouts[extra_in_channels]
+
+
+def timing_conditioning(seconds_total: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The U-Net's `seconds_start` and `seconds_total` arguments for windows with `seconds_total` of real audio.
+
+    One meaning, in training and in the pipeline: the timing conditioning describes the window being denoised.
+    `seconds_total` is how many seconds of it are real audio (in training the unpadded length of the crop, in
+    the pipeline the length asked for, or the window's in long-form generation); the frames after it are
+    padding. `seconds_start` is always 0: a window is not told where it sits in a longer piece (long-form
+    windows continue their context instead). Data sets report where a crop lies in its file separately
+    (`crop_start_seconds`, `source_seconds`); those are not conditioning.
+
+    Args:
+        seconds_total: `(batch,)` seconds of real audio in each window.
+
+    Returns:
+        The U-Net's keyword arguments `seconds_start` and `seconds_total`.
+    """
+    return {"seconds_start": torch.zeros_like(seconds_total), "seconds_total": seconds_total}
 
 
 def build_conditioning(

@@ -557,12 +557,14 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
             encoder_attention_mask (`torch.Tensor`, *optional*): Shape `(batch, text_len)`, 1 (or `True`)
                 for tokens to attend to and 0 for padding; padded tokens have no effect on the output.
                 `None` attends to every token.
-            seconds_start (`torch.Tensor` or `float`, *optional*): Where the clip starts in the source
-                audio, in seconds (a number or a tensor broadcastable to `(batch,)`). Defaults to 0.
-                Ignored unless the model uses timing conditioning.
-            seconds_total (`torch.Tensor` or `float`, *optional*): The duration of the audio the clip
-                represents, in seconds (a number or a tensor broadcastable to `(batch,)`). Defaults to
-                `max_seconds`. Ignored unless the model uses timing conditioning.
+            seconds_start (`torch.Tensor` or `float`, *optional*): Timing conditioning, in seconds (a number or
+                a tensor broadcastable to `(batch,)`); always 0 in this project's training and pipeline (see
+                `latentmusic.models.conditioning.timing_conditioning`). Defaults to 0. Ignored unless the model
+                uses timing conditioning.
+            seconds_total (`torch.Tensor` or `float`, *optional*): Seconds of real audio in the window `sample`
+                covers, the rest being padding (a number or a tensor broadcastable to `(batch,)`; see
+                `timing_conditioning`). Defaults to `max_seconds`. Ignored unless the model uses timing
+                conditioning.
             global_cond (`torch.Tensor`, *optional*): Shape `(batch, global_cond_dim)`, only for models with
                 `global_cond_dim > 0`. `None` is the same as a zero vector (the "no condition" value).
             return_dict (`bool`, defaults to `True`): Whether to return a [`UNet1DConditionOutput`] rather

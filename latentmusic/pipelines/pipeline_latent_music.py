@@ -422,8 +422,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
                 t,
                 encoder_hidden_states=prompt_embeds,
                 encoder_attention_mask=text.attention_mask,
-                seconds_start=torch.zeros_like(seconds_total),
-                seconds_total=seconds_total,
+                **conditioning.timing_conditioning(seconds_total),
             ).sample
             if self.do_classifier_free_guidance:
                 uncond, cond = noise_pred.chunk(2)

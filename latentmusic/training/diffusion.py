@@ -18,7 +18,8 @@ from diffusers.training_utils import EMAModel
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from ..data.dataset import LatentDataset, collate, encode_folder
+from ..data.datasets import LatentDataset, collate
+from ..data.latent_cache import encode_folder
 from ..melody import PITCH_CLASSES, melody_chroma
 from ..models import UNet1DConditionModel, conditioning, vae_utils
 from ..pipelines.common import encode_text
@@ -248,8 +249,7 @@ class DiffusionTrainer(Trainer):
             noised.timesteps,
             encoder_hidden_states=text.hidden_states,
             encoder_attention_mask=text.attention_mask,
-            seconds_start=torch.zeros_like(seconds_total),
-            seconds_total=seconds_total,
+            **conditioning.timing_conditioning(seconds_total),
         ).sample
         return weighted_mse(prediction, noised, loss_mask)
 

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..data.dataset import read_metadata
+from ..data.index import read_metadata
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import save_config
 from .media import LossHistory

@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModel, AutoTokenizer, ClapModel, ClapTextModel, T5Config, T5EncoderModel
 
 from ..checkpoints import resolve_pretrained
-from ..data.dataset import LatentDataset, collate, read_metadata
+from ..data.datasets import LatentDataset, collate
+from ..data.index import read_metadata
 from .runner import OptimConfig
 from .tokenizer import build_caption_tokenizer
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from ..data.dataset import LatentDataset, collate, encode_folder
+from ..data.datasets import LatentDataset, collate
+from ..data.latent_cache import encode_folder
 from ..models import AudioAutoencoder
 from ..models.token_lm import TokenLM
 from ..pipelines.common import encode_text
