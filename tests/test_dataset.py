@@ -303,8 +303,8 @@ def latent_records(lengths, channels=4, seed=0):
 def test_latent_crops_equal_the_stored_slice(tmp_path):
     stored = list(latent_records([40, 25, 6]))
     assert write_latent_cache(tmp_path, stored, latent_rate=10.0, scaling_factor=0.5) == 3
-    dataset = LatentDataset(tmp_path, segment_frames=8, split="train", channels=4, seed=1)
-    assert (dataset.latent_rate, dataset.scaling_factor, dataset.latent_channels) == (10.0, 0.5, 4)
+    dataset = LatentDataset(tmp_path, segment_frames=8, split="train", channels={"latents": 4}, seed=1)
+    assert (dataset.latent_rate, dataset.scaling_factor, dataset.channels) == (10.0, 0.5, {"latents": 4})
     for (metadata, latents), item in zip(stored, dataset):
         start = round(item["crop_start_seconds"] * 10)
         assert item["metadata"]["source_path"] == metadata["path"] and item["caption"] == metadata["captions"][0]
@@ -365,19 +365,36 @@ def test_absolute_source_paths_stay_inside_the_cache(tmp_path):
 
 def test_latents_with_another_channel_count_are_rejected(tmp_path):
     write_latent_cache(tmp_path, latent_records([12], channels=4), latent_rate=10.0)
-    with pytest.raises(ValueError, match="have 3 channels but the cache .* holds 4-channel"):
+    with pytest.raises(ValueError, match=r"have channels \{'latents': 3\} but the cache .* holds \{'latents': 4\}"):
         write_latent_cache(tmp_path, latent_records([12, 12], channels=3), latent_rate=10.0)
-    with pytest.raises(ValueError, match="holds 4-channel latents but channels=8"):
-        LatentDataset(tmp_path, channels=8)
+    with pytest.raises(ValueError, match=r"holds \{'latents': 4\} but 'latents' with 8 channels was asked for"):
+        LatentDataset(tmp_path, channels={"latents": 8})
+    with pytest.raises(ValueError, match=r"but 'codes' with 8 channels was asked for"):
+        LatentDataset(tmp_path, channels={"codes": 8})
+
+
+def test_named_tensors_keep_their_names_and_integer_codes_stay_integers(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 2**30, (3, 20), generator=generator)  # beyond float32's exact integers (2**24)
+    chroma = torch.rand(12, 20, generator=generator)
+    record = {"path": "train/a.flac", "caption": "a", "split": "train"}
+    write_latent_cache(tmp_path, [(record, {"codes": codes, "melody_chroma": chroma})], latent_rate=10.0)
+    dataset = LatentDataset(tmp_path, segment_frames=8, random_crop=False, channels={"codes": 3})
+    item = dataset[0]
+    assert dataset.channels == {"codes": 3, "melody_chroma": 12} and "latents" not in item
+    assert item["codes"].dtype == torch.int64 and torch.equal(item["codes"], codes[:, :8])
+    assert torch.equal(item["melody_chroma"], chroma[:, :8])
+    with pytest.raises(ValueError, match=r"differ in length"):
+        write_latent_cache(tmp_path / "b", [(record, {"codes": codes, "melody_chroma": chroma[:, :5]})], 10.0)
 
 
 def test_index_line_with_another_channel_count_raises_naming_the_line(tmp_path):
     write_latent_cache(tmp_path, latent_records([12, 12]), latent_rate=10.0)
     index = tmp_path / "latents.jsonl"
     lines = index.read_text().splitlines()
-    lines[1] = json.dumps({**json.loads(lines[1]), "latent_channels": 3})
+    lines[1] = json.dumps({**json.loads(lines[1]), "channels": {"latents": 3}})
     index.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"latents.jsonl, line 2: latents have 3 channels"):
+    with pytest.raises(ValueError, match=r"latents.jsonl, line 2: holds \{'latents': 3\}"):
         LatentDataset(tmp_path)
 
 

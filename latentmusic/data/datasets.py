@@ -311,13 +311,13 @@ class AudioCaptionDataset(CaptionedDataset):
 
 
 class LatentDataset(CaptionedDataset):
-    """Crops of pre-encoded latents from a cache written by :func:`write_latent_cache`.
+    """Crops of pre-encoded tensors from a cache written by :func:`write_latent_cache`.
 
-    Items are dicts like those of :class:`AudioCaptionDataset`, with ``latents`` (float32
-    ``(channels, segment_frames)``, zero-padded) in place of ``audio`` and ``padding_mask`` over frames.
-    ``source_seconds`` is the clip's number of latent frames over ``latent_rate``. The latents are
-    returned as stored; multiply them by :attr:`scaling_factor` before diffusion, as diffusers' training
-    scripts do. Only the cropped frames are read from disk.
+    Items are dicts like those of :class:`AudioCaptionDataset`, with each of the cache's named tensors
+    (``latents`` as float32, integer ``codes`` as int64, ...; ``(channels, segment_frames)``, zero-padded) in place
+    of ``audio`` and ``padding_mask`` over frames. ``source_seconds`` is the clip's number of frames over
+    ``latent_rate``. The latents are returned as stored; multiply them by :attr:`scaling_factor` before diffusion,
+    as diffusers' training scripts do. Only the cropped frames are read from disk.
 
     Args:
         root: The cache folder.
@@ -327,13 +327,13 @@ class LatentDataset(CaptionedDataset):
         caption_dropout: Probability of replacing the caption by ``""``.
         caption_choice: ``"random"`` or ``"first"``, as for :class:`AudioCaptionDataset`.
         seed: Seeds the crops, caption choices and dropout (with the epoch and index).
-        channels: If given, the number of latent channels the model expects; a cache with another
-            number raises.
+        channels: If given, the tensors the model expects by name and channels (e.g. ``{"latents": 32}``); a
+            cache without one of them, or with another width, raises.
 
     Attributes:
         latent_rate: Latent frames per second of audio.
         scaling_factor: The autoencoder's latent scaling factor.
-        latent_channels: Channels of the stored latents.
+        channels: The stored tensors' names and channels.
     """
 
     def __init__(
@@ -345,7 +345,7 @@ class LatentDataset(CaptionedDataset):
         caption_dropout: float = 0.0,
         caption_choice: str = "random",
         seed: int = 0,
-        channels: int | None = None,
+        channels: dict[str, int] | None = None,
     ) -> None:
         if segment_frames is not None and segment_frames <= 0:
             raise ValueError(f"segment_frames must be positive (or None for whole clips), got {segment_frames}")
@@ -356,27 +356,28 @@ class LatentDataset(CaptionedDataset):
         self.segment_frames = segment_frames
         self.latent_rate = float(config["latent_rate"])
         self.scaling_factor = float(config["scaling_factor"])
-        self.latent_channels = config["latent_channels"]
-        if channels is not None and channels != self.latent_channels:
-            raise ValueError(
-                f"the latent cache {root} holds {self.latent_channels}-channel latents but channels={channels} "
-                "was asked for; encode the cache with the autoencoder the model is trained with"
-            )
-        for index, (_, record) in enumerate(self._records):
-            if record.get("latent_channels") != self.latent_channels:
+        self.channels = dict(config["channels"] or {})
+        for name, width in (channels or {}).items():
+            if self.channels.get(name) != width:
                 raise ValueError(
-                    f"{self._where(index)}: latents have {record.get('latent_channels')} channels, but "
-                    f"{LATENT_CONFIG_FILE} says {self.latent_channels}; all entries of a cache must come from "
-                    "one autoencoder: re-encode this clip or remove the line"
+                    f"the latent cache {root} holds {self.channels} but {name!r} with {width} channels was asked "
+                    "for; encode the cache with the autoencoder (and settings) the model is trained with"
+                )
+        for index, (_, record) in enumerate(self._records):
+            if record.get("channels") != self.channels:
+                raise ValueError(
+                    f"{self._where(index)}: holds {record.get('channels')}, but {LATENT_CONFIG_FILE} says "
+                    f"{self.channels}; all entries of a cache must come from one autoencoder: re-encode this clip "
+                    "or remove the line"
                 )
 
     def __getitem__(self, index: int) -> Record:
         index = range(len(self))[index]
         record = self._records[index][1]
         rng = self._generator(index)
-        latents, padding_mask, start, frames = self._read_crop(index, rng)
+        tensors, padding_mask, start, frames = self._read_crop(index, rng)
         return {
-            "latents": latents,
+            **tensors,
             "caption": self._caption(record, rng),
             "crop_start_seconds": start / self.latent_rate,
             "source_seconds": frames / self.latent_rate,
@@ -384,23 +385,27 @@ class LatentDataset(CaptionedDataset):
             "metadata": dict(record),
         }
 
-    def _read_crop(self, index: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    def _read_crop(self, index: int, rng: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor, int, int]:
         path = self.root / self._records[index][1]["path"]
         try:
             with safe_open(str(path), framework="pt") as file:
-                stored = file.get_slice("latents")
-                channels, frames = stored.get_shape()
-                if channels != self.latent_channels:
+                shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+                if {name: shape[0] for name, shape in shapes.items()} != self.channels:
                     raise ValueError(
-                        f"{self._where(index)}: {path} holds {channels}-channel latents, not "
-                        f"{self.latent_channels}; the file changed after indexing: re-run write_latent_cache"
+                        f"{self._where(index)}: {path} holds {shapes}, not {self.channels}; the file changed after "
+                        "indexing: re-run write_latent_cache"
                     )
+                frames = next(iter(shapes.values()))[1]
                 length = self.segment_frames or frames
                 start = self._crop_start(frames - length, rng)
-                latents = stored[:, start : start + length].float()
+                tensors = {}
+                for name in shapes:
+                    crop = file.get_slice(name)[:, start : start + length]
+                    tensors[name] = crop.float() if crop.is_floating_point() else crop.long()
         except SafetensorError as error:
             raise ValueError(
                 f"{self._where(index)}: could not read {path} ({error}); delete it and re-run write_latent_cache"
             ) from error
-        real = latents.shape[-1]
-        return F.pad(latents, (0, length - real)), torch.arange(length) < real, start, frames
+        real = next(iter(tensors.values())).shape[-1]
+        padded = {name: F.pad(tensor, (0, length - real)) for name, tensor in tensors.items()}
+        return padded, torch.arange(length) < real, start, frames

@@ -1,10 +1,12 @@
 """The latent cache: an audio folder encoded once by a frozen autoencoder, for training on its encodings.
 
 A cache, written by :func:`write_latent_cache` (or :func:`encode_folder` from an audio folder), mirrors the
-folder's layout: one ``.safetensors`` file per clip holding ``latents`` of shape ``(channels, frames)`` (and its
-metadata line, so the cache can always be re-indexed from its files), a ``latents.jsonl`` index in the same format
-as ``metadata.jsonl``, and ``latent_cache.json`` with ``latent_rate`` (frames per second), ``scaling_factor`` and
-``latent_channels``. :class:`latentmusic.data.datasets.LatentDataset` reads crops of it.
+folder's layout: one ``.safetensors`` file per clip holding named ``(channels, frames)`` tensors, all as long
+(``latents``, and e.g. ``melody_chroma`` for melody training; a codec's integer ``codes`` for the token LM), and
+its metadata line, so the cache can always be re-indexed from its files; a ``latents.jsonl`` index in the same
+format as ``metadata.jsonl``; and ``latent_cache.json`` with ``latent_rate`` (frames per second),
+``scaling_factor`` and ``channels`` (each tensor's name and channels).
+:class:`latentmusic.data.datasets.LatentDataset` reads crops of it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,8 @@ from .index import Record, parse_line, read_metadata
 LATENTS_FILE = "latents.jsonl"
 LATENT_CONFIG_FILE = "latent_cache.json"
 
-Latents = torch.Tensor | Callable[[], torch.Tensor]
+Tensors = torch.Tensor | Mapping[str, torch.Tensor]  # a bare tensor is stored as "latents"
+Latents = Tensors | Callable[[], Tensors]
 
 
 def write_latent_cache(
@@ -49,8 +52,9 @@ def write_latent_cache(
     Args:
         out_dir: The cache folder (created if needed).
         records: Pairs of a metadata record (with ``path`` and captions, as in ``metadata.jsonl``; it
-            names the file) and latents of shape ``(channels, frames)`` (float32/16) or a function
-            returning them.
+            names the file) and its tensors: named ``(channels, frames)`` tensors of one length (finite floats, or
+            integers such as codes, kept as integers), a bare tensor (stored as ``latents``), or a function
+            returning either.
         latent_rate: Latent frames per second of audio.
         scaling_factor: The autoencoder's latent scaling factor, stored for the training recipe.
 
@@ -58,8 +62,9 @@ def write_latent_cache(
         The number of latent files written (entries skipped as already present are not counted).
 
     Raises:
-        ValueError: If a record has no ``path`` or captions or is not JSON-serialisable, latents are not a
-            finite ``(channels, frames)`` float tensor or have another channel count than the cache, or
+        ValueError: If a record has no ``path`` or captions or is not JSON-serialisable, a tensor is not a
+            ``(channels, frames)`` tensor (finite, if float), the tensors differ in length, their names or
+            channels differ from the cache's, or
             ``latent_rate``/``scaling_factor`` differ from those the cache was started with.
     """
     out_dir = Path(out_dir)
@@ -72,18 +77,19 @@ def write_latent_cache(
             file = out_dir / _latent_file_name(entry["source_path"])
             if file.exists():
                 continue
-            tensor = _check_latents(latents() if callable(latents) else latents, entry["source_path"])
-            if config["latent_channels"] is None:
-                config["latent_channels"] = tensor.shape[0]
+            tensors = _check_tensors(latents() if callable(latents) else latents, entry["source_path"])
+            channels = {name: tensor.shape[0] for name, tensor in tensors.items()}
+            if config["channels"] is None:
+                config["channels"] = channels
                 _write_text_atomic(out_dir / LATENT_CONFIG_FILE, json.dumps(config, indent=2))
-            elif tensor.shape[0] != config["latent_channels"]:
+            elif channels != config["channels"]:
                 raise ValueError(
-                    f"latents for {entry['source_path']} have {tensor.shape[0]} channels but the cache {out_dir} "
-                    f"holds {config['latent_channels']}-channel latents; use one autoencoder per cache"
+                    f"tensors for {entry['source_path']} have channels {channels} but the cache {out_dir} holds "
+                    f"{config['channels']}; use one autoencoder (and one set of tensors) per cache"
                 )
             file.parent.mkdir(parents=True, exist_ok=True)
             partial = file.with_name(file.name + ".tmp")
-            save_file({"latents": tensor}, str(partial), metadata={"entry": json.dumps(entry)})
+            save_file(tensors, str(partial), metadata={"entry": json.dumps(entry)})
             os.replace(partial, file)
             written += 1
     finally:
@@ -122,16 +128,25 @@ def _latent_file_name(source_path: str) -> str:
     return f"{source_path}.safetensors"
 
 
-def _check_latents(latents: torch.Tensor, source: str) -> torch.Tensor:
-    latents = torch.as_tensor(latents).detach()
-    if latents.ndim != 2 or latents.numel() == 0 or not latents.is_floating_point():
-        raise ValueError(
-            f"latents for {source} must be a non-empty float tensor of shape (channels, frames), got "
-            f"{latents.dtype} of shape {tuple(latents.shape)}; drop the batch axis (latents[0])"
-        )
-    if not torch.isfinite(latents).all():
-        raise ValueError(f"latents for {source} contain NaN or Inf; check the autoencoder (e.g. fp16 overflow)")
-    return latents.cpu().contiguous()
+def _check_tensors(tensors: Tensors, source: str) -> dict[str, torch.Tensor]:
+    named = dict(tensors) if isinstance(tensors, Mapping) else {"latents": tensors}
+    if not named:
+        raise ValueError(f"no tensors for {source}; pass latents, or a dict of named tensors")
+    checked = {}
+    for name, tensor in named.items():
+        tensor = torch.as_tensor(tensor).detach()
+        if tensor.ndim != 2 or tensor.numel() == 0 or tensor.dtype == torch.bool or tensor.is_complex():
+            raise ValueError(
+                f"{name} for {source} must be a non-empty float or integer tensor of shape (channels, frames), got "
+                f"{tensor.dtype} of shape {tuple(tensor.shape)}; drop the batch axis (latents[0])"
+            )
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{name} for {source} contain NaN or Inf; check the autoencoder (e.g. fp16 overflow)")
+        checked[name] = tensor.cpu().contiguous()
+    lengths = {name: tensor.shape[1] for name, tensor in checked.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"the tensors for {source} differ in length {lengths}; give them one frame per latent frame")
+    return checked
 
 
 def _start_latent_config(out_dir: Path, latent_rate: float, scaling_factor: float) -> Record:
@@ -141,7 +156,7 @@ def _start_latent_config(out_dir: Path, latent_rate: float, scaling_factor: floa
         raise ValueError(f"scaling_factor must be finite, got {scaling_factor}")
     config_file = out_dir / LATENT_CONFIG_FILE
     if not config_file.exists():
-        config = {"latent_rate": latent_rate, "scaling_factor": scaling_factor, "latent_channels": None}
+        config = {"latent_rate": latent_rate, "scaling_factor": scaling_factor, "channels": None}
         _write_text_atomic(config_file, json.dumps(config, indent=2))
         return config
     config = read_latent_config(out_dir)
@@ -155,7 +170,7 @@ def _start_latent_config(out_dir: Path, latent_rate: float, scaling_factor: floa
 
 
 def read_latent_config(root: Path) -> Record:
-    """The cache's ``latent_cache.json``: ``latent_rate``, ``scaling_factor`` and ``latent_channels``.
+    """The cache's ``latent_cache.json``: ``latent_rate``, ``scaling_factor`` and ``channels`` (by tensor name).
 
     Args:
         root: The cache folder.
@@ -170,7 +185,9 @@ def read_latent_config(root: Path) -> Record:
         )
     try:
         config = json.loads(config_file.read_text())
-        return {key: config[key] for key in ("latent_rate", "scaling_factor", "latent_channels")}
+        if "latent_channels" in config:
+            raise ValueError("written by an older latentmusic, with one unnamed tensor per clip")
+        return {key: config[key] for key in ("latent_rate", "scaling_factor", "channels")}
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(
             f"{config_file} is corrupt ({type(error).__name__}: {error}); delete the cache and write it again"
@@ -183,14 +200,16 @@ def _write_latent_index(out_dir: Path) -> None:
         try:
             with safe_open(str(file), framework="pt") as stored:
                 entry = json.loads((stored.metadata() or {})["entry"])
-                channels, frames = stored.get_slice("latents").get_shape()
+                shapes = {name: stored.get_slice(name).get_shape() for name in stored.keys()}
         except (SafetensorError, KeyError, ValueError) as error:
             raise ValueError(
                 f"{file} in the latent cache was not written by write_latent_cache or is corrupt "
                 f"({type(error).__name__}: {error}); delete it and run write_latent_cache again"
             ) from error
         path = file.relative_to(out_dir).as_posix()
-        lines.append(json.dumps({**entry, "path": path, "latent_channels": channels, "latent_frames": frames}))
+        channels = {name: shape[0] for name, shape in shapes.items()}
+        frames = next(iter(shapes.values()))[1]
+        lines.append(json.dumps({**entry, "path": path, "channels": channels, "frames": frames}))
     _write_text_atomic(out_dir / LATENTS_FILE, "".join(line + "\n" for line in lines))
 
 
@@ -203,7 +222,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def encode_folder(
     root: str | os.PathLike,
     cache: str | os.PathLike,
-    encode: Callable[[torch.Tensor], torch.Tensor],
+    encode: Callable[[torch.Tensor], Tensors],
     sample_rate: int,
     channels: int,
     latent_rate: float,
@@ -219,7 +238,8 @@ def encode_folder(
     Args:
         root: Folder with ``metadata.jsonl`` and the audio it names.
         cache: The cache folder (created if needed).
-        encode: Maps a clip ``(channels, samples)`` at ``sample_rate`` to ``(cache channels, frames)``.
+        encode: Maps a clip ``(channels, samples)`` at ``sample_rate`` to its named ``(channels, frames)`` tensors
+            (or one tensor, stored as ``latents``).
         sample_rate: Rate the clips are loaded at.
         channels: Channels the clips are loaded with.
         latent_rate: Frames per second of the encodings.

@@ -116,16 +116,17 @@ def encode_latent_cache(vae, root: str | Path, cache: str | Path, progress: bool
 
     Clips already in the cache are skipped, so an interrupted encoding resumes and a second run with the
     same autoencoder reuses the cache. With `melody`, each clip's melody chromagram (12 channels, one-hot
-    dominant pitch class per latent frame) is stored after its latent channels.
+    dominant pitch class per latent frame) is stored beside its latents as `melody_chroma`.
     """
     sample_rate = vae_utils.vae_sample_rate(vae)
 
-    def encode(audio: torch.Tensor) -> torch.Tensor:
+    def encode(audio: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             latents = vae.encode(audio.unsqueeze(0).to(vae.device, vae.dtype)).latent_dist.mode()[0].float().cpu()
         if melody:
-            latents = torch.cat([latents, melody_chroma(audio, sample_rate, latents.shape[-1])])
-        return latents
+            chroma = melody_chroma(audio, sample_rate, latents.shape[-1])
+            return {"latents": latents, conditioning.MELODY_CHROMA: chroma}
+        return {"latents": latents}
 
     return encode_folder(
         root,
@@ -167,8 +168,8 @@ class DiffusionTrainer(Trainer):
         self.latent_rate = vae_utils.vae_sample_rate(vae) / vae_utils.vae_hop_length(vae)
         segment_frames = max(1, round(config.data.segment_seconds * self.latent_rate))
         self.latent_channels = latent_channels = vae_utils.vae_latent_channels(vae)
-        cached_channels = latent_channels + (PITCH_CLASSES if with_melody else 0)
-        common = dict(segment_frames=segment_frames, channels=cached_channels, seed=self.run_config.seed)
+        cached = {"latents": latent_channels, **({conditioning.MELODY_CHROMA: PITCH_CLASSES} if with_melody else {})}
+        common = dict(segment_frames=segment_frames, channels=cached, seed=self.run_config.seed)
         train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
         self.valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
@@ -218,9 +219,8 @@ class DiffusionTrainer(Trainer):
     ) -> torch.Tensor:
         """The training loss; without `tasks` (the generators of the masks and melody dropout) every example is
         plain generation (nothing kept, no melody)."""
-        config, device, latent_channels = self.config, self.accelerator.device, self.latent_channels
-        cached = batch["latents"].to(device)
-        latents = vae_utils.scale_latents(self.vae, cached[:, :latent_channels])
+        config, device = self.config, self.accelerator.device
+        latents = vae_utils.scale_latents(self.vae, batch["latents"].to(device))
         text = encode_text(self.tokenizer, self.text_encoder, captions, device, config.text_encoder.max_length)
         noised = noise_batch(self.train_scheduler, latents, noise, config.diffusion.snr_gamma or None)
         lengths = batch["padding_mask"].sum(-1)
@@ -236,10 +236,10 @@ class DiffusionTrainer(Trainer):
             loss_mask = loss_mask * (1 - keep)  # learn what is generated; kept frames are given
         if self.with_melody:  # dropped for some examples (and in validation, which measures the text's effect)
             if tasks is None:
-                kept = torch.zeros(len(cached), 1, 1)
+                kept = torch.zeros(len(latents), 1, 1)
             else:
-                kept = draw(tasks, len(cached), lambda n, g: torch.rand(n, generator=g)) >= config.melody.dropout
-            chroma = cached[:, latent_channels:] * kept.view(-1, 1, 1).to(latents)
+                kept = draw(tasks, len(latents), lambda n, g: torch.rand(n, generator=g)) >= config.melody.dropout
+            chroma = batch[conditioning.MELODY_CHROMA].to(device) * kept.view(-1, 1, 1).to(latents)
         extra = conditioning.build_conditioning(
             self.conditioning_inputs, noised.noisy, keep=keep, known=latents, melody=chroma
         )
