@@ -44,7 +44,7 @@ from _report import peak_rss_mib, print_table, reset_peak_rss, rss_mib, write_js
 
 from latentmusic import AudioAutoencoder, LatentMusicPipeline, TokenMusicPipeline  # noqa: E402
 from latentmusic.audio import load_audio  # noqa: E402
-from latentmusic.data.dataset import read_metadata  # noqa: E402
+from latentmusic.data.index import read_metadata  # noqa: E402
 from latentmusic.evaluation import frechet_audio_distance  # noqa: E402
 from latentmusic.evaluation.attributes import attribute_accuracy  # noqa: E402
 from latentmusic.evaluation.reconstruction import reconstruction_metrics  # noqa: E402

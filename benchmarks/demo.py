@@ -35,7 +35,7 @@ from _report import print_table, write_json  # noqa: E402
 
 from latentmusic import LatentMusicPipeline, TokenMusicPipeline  # noqa: E402
 from latentmusic.audio import load_audio, resample  # noqa: E402
-from latentmusic.data.dataset import read_metadata  # noqa: E402
+from latentmusic.data.index import read_metadata  # noqa: E402
 from latentmusic.evaluation import frechet_audio_distance  # noqa: E402
 from latentmusic.evaluation.attributes import attribute_accuracy  # noqa: E402
 from latentmusic.evaluation.embeddings import MusicFeatureEmbedding  # noqa: E402

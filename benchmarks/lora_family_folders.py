@@ -15,7 +15,7 @@ import os
 import zlib
 from pathlib import Path
 
-from latentmusic.data.dataset import read_metadata
+from latentmusic.data.index import read_metadata
 
 
 def write_folder(records: list[dict], source: Path, folder: Path) -> None:

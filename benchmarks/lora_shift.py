@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from latentmusic import LatentMusicPipeline
-from latentmusic.data.dataset import read_metadata
+from latentmusic.data.index import read_metadata
 from latentmusic.evaluation.frechet import frechet_audio_distance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

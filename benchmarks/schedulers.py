@@ -42,7 +42,7 @@ from _report import print_table, write_json  # noqa: E402
 
 from latentmusic import AudioAutoencoder, LatentMusicPipeline  # noqa: E402
 from latentmusic.data import AudioCaptionDataset  # noqa: E402
-from latentmusic.data.dataset import read_metadata  # noqa: E402
+from latentmusic.data.index import read_metadata  # noqa: E402
 from latentmusic.evaluation import (  # noqa: E402
     EmbeddingStatistics,
     attribute_accuracy,

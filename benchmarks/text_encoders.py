@@ -49,7 +49,7 @@ import torch
 from latentmusic import LatentMusicPipeline
 from latentmusic.data.captions import tempo_word
 from latentmusic.data.corpus import render_corpus
-from latentmusic.data.dataset import LatentDataset
+from latentmusic.data.datasets import LatentDataset
 from latentmusic.models import vae_utils
 from latentmusic.pipelines.common import encode_text
 from latentmusic.training.config import load_config

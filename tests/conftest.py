@@ -7,6 +7,7 @@ import torch
 from transformers import T5Config, T5EncoderModel
 
 from latentmusic import AudioAutoencoder, LatentMusicPipeline, UNet1DConditionModel
+from latentmusic.models.conditioning import conditioning_inputs
 from latentmusic.training.objectives import make_training_scheduler
 from latentmusic.training.tokenizer import build_caption_tokenizer
 
@@ -37,15 +38,16 @@ def perturb_(module: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.
     return module
 
 
-def make_tiny_pipe(extra_in_channels: int = 0) -> LatentMusicPipeline:
+def make_tiny_pipe(masking: bool = False, melody: bool = False, latent_channels: int = 4) -> LatentMusicPipeline:
+    """A tiny random pipeline; `masking` and `melody` give its U-Net those conditioning inputs."""
     torch.manual_seed(0)
     tokenizer = build_caption_tokenizer(CAPTIONS, model_max_length=16)
     text_encoder = T5EncoderModel(
         T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
     ).eval()
-    vae = tiny_vae().eval()
+    vae = tiny_vae(latent_channels=latent_channels).eval()
     unet = UNet1DConditionModel(
-        in_channels=4,
+        in_channels=latent_channels,
         block_out_channels=(8, 16),
         layers_per_block=1,
         attention_levels=(False, True),
@@ -53,7 +55,7 @@ def make_tiny_pipe(extra_in_channels: int = 0) -> LatentMusicPipeline:
         cross_attention_dim=16,
         norm_num_groups=4,
         max_seconds=2.0,
-        extra_in_channels=extra_in_channels,
+        conditioning_inputs=conditioning_inputs(latent_channels, masking=masking, melody=melody),
     )
     perturb_(unet).eval()
     scheduler = make_training_scheduler("v_prediction")

@@ -189,7 +189,7 @@ def test_task_options_are_checked(pipeline_dir, tmp_path, capsys, extra, message
 
 def test_melody_option_reaches_the_pipeline(tmp_path, capsys):
     folder = tmp_path / "melody-pipe"
-    make_tiny_pipe(extra_in_channels=12).save_pretrained(folder)
+    make_tiny_pipe(melody=True).save_pretrained(folder)
     assert generate(folder, tmp_path / "ref.wav", "--seed", "0") == 0
     assert generate(folder, tmp_path / "m.wav", "--melody", str(tmp_path / "ref.wav")) == 0
     assert generate(make_tiny_pipe_dir(tmp_path), tmp_path / "x.wav", "--melody", str(tmp_path / "ref.wav")) == 2

@@ -55,7 +55,7 @@ def test_crops_have_exact_length_at_the_requested_rate_and_channels(corpus, chan
         assert item["audio"].dtype == torch.float32
         assert item["audio"].shape == (channels, RATE // 2)
         assert item["padding_mask"].all()
-        assert item["seconds_total"] == pytest.approx(2.0)
+        assert item["source_seconds"] == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["16k-mono", "44.1k-stereo", "48k-stereo"])
@@ -63,8 +63,8 @@ def test_crop_equals_the_same_span_of_the_whole_resampled_file(corpus, index):
     dataset = AudioCaptionDataset(corpus, sample_rate=RATE, segment_seconds=0.5, split="train", seed=3)
     item = dataset[index]
     whole, _ = load_audio(corpus / item["metadata"]["path"], sample_rate=RATE, channels=1)
-    start = round(item["seconds_start"] * RATE)
-    assert start > 0 and item["seconds_start"] * RATE == pytest.approx(start)
+    start = round(item["crop_start_seconds"] * RATE)
+    assert start > 0 and item["crop_start_seconds"] * RATE == pytest.approx(start)
     torch.testing.assert_close(item["audio"], whole[:, start : start + RATE // 2], atol=1e-5, rtol=0)
 
 
@@ -75,20 +75,20 @@ def test_short_file_is_zero_padded_and_the_padding_masked(corpus):
     assert item["audio"].shape == (1, RATE // 2)
     assert item["padding_mask"][:real].all() and not item["padding_mask"][real:].any()
     assert item["audio"][:, real:].abs().max() == 0 and item["audio"][:, :real].abs().max() > 0.4
-    assert item["seconds_start"] == 0 and item["seconds_total"] == pytest.approx(0.25)
+    assert item["crop_start_seconds"] == 0 and item["source_seconds"] == pytest.approx(0.25)
 
 
 def test_fixed_crops_start_at_zero_in_every_epoch(corpus):
     dataset = AudioCaptionDataset(corpus, sample_rate=RATE, segment_seconds=0.5, random_crop=False)
     first = [item["audio"] for item in dataset]
     dataset.set_epoch(5)
-    assert all(item["seconds_start"] == 0 for item in dataset)
+    assert all(item["crop_start_seconds"] == 0 for item in dataset)
     for before, item in zip(first, dataset):
         assert torch.equal(before, item["audio"])
 
 
 def crop_starts(dataset):
-    return [dataset[index]["seconds_start"] for index in range(len(dataset))]
+    return [dataset[index]["crop_start_seconds"] for index in range(len(dataset))]
 
 
 def test_random_crops_are_reproducible_for_a_seed_and_differ_across_epochs_and_seeds(corpus):
@@ -110,7 +110,7 @@ def test_set_epoch_reaches_persistent_dataloader_workers(corpus):
     loader = DataLoader(dataset, batch_size=None, num_workers=1, persistent_workers=True)
     for epoch in range(2):
         dataset.set_epoch(epoch)
-        assert [item["seconds_start"] for item in loader] == crop_starts(dataset)
+        assert [item["crop_start_seconds"] for item in loader] == crop_starts(dataset)
 
 
 def test_whole_files_when_segment_seconds_is_none(corpus):
@@ -128,7 +128,7 @@ def test_dataloader_collates_a_batch_of_two(corpus):
     dataset = AudioCaptionDataset(corpus, sample_rate=RATE, segment_seconds=0.5)
     batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate)))
     assert batch["audio"].shape == (2, 1, RATE // 2) and batch["padding_mask"].shape == (2, RATE // 2)
-    assert batch["seconds_start"].shape == (2,) and batch["seconds_total"].tolist() == pytest.approx([2.0, 2.0])
+    assert batch["crop_start_seconds"].shape == (2,) and batch["source_seconds"].tolist() == pytest.approx([2.0, 2.0])
     assert len(batch["caption"]) == 2 and all(isinstance(caption, str) for caption in batch["caption"])
     assert [meta["path"] for meta in batch["metadata"]] == ["train/low.flac", "train/mid.flac"]
     json.dumps(batch["metadata"])
@@ -303,22 +303,22 @@ def latent_records(lengths, channels=4, seed=0):
 def test_latent_crops_equal_the_stored_slice(tmp_path):
     stored = list(latent_records([40, 25, 6]))
     assert write_latent_cache(tmp_path, stored, latent_rate=10.0, scaling_factor=0.5) == 3
-    dataset = LatentDataset(tmp_path, segment_frames=8, split="train", channels=4, seed=1)
-    assert (dataset.latent_rate, dataset.scaling_factor, dataset.latent_channels) == (10.0, 0.5, 4)
+    dataset = LatentDataset(tmp_path, segment_frames=8, split="train", channels={"latents": 4}, seed=1)
+    assert (dataset.latent_rate, dataset.scaling_factor, dataset.channels) == (10.0, 0.5, {"latents": 4})
     for (metadata, latents), item in zip(stored, dataset):
-        start = round(item["seconds_start"] * 10)
+        start = round(item["crop_start_seconds"] * 10)
         assert item["metadata"]["source_path"] == metadata["path"] and item["caption"] == metadata["captions"][0]
-        assert item["seconds_total"] == latents.shape[1] / 10
+        assert item["source_seconds"] == latents.shape[1] / 10
         real = min(8, latents.shape[1])
         assert torch.equal(item["latents"][:, :real], latents[:, start : start + 8])
         assert item["padding_mask"].sum() == real and not item["latents"][:, real:].any()
-    assert {round(item["seconds_start"] * 10) for item in dataset} != {0}
+    assert {round(item["crop_start_seconds"] * 10) for item in dataset} != {0}
 
 
 def test_latent_crops_are_fixed_or_reproducibly_random(tmp_path):
     write_latent_cache(tmp_path, latent_records([40, 40]), latent_rate=10.0)
     fixed = LatentDataset(tmp_path, segment_frames=8, random_crop=False)
-    assert [item["seconds_start"] for item in fixed] == [0, 0]
+    assert [item["crop_start_seconds"] for item in fixed] == [0, 0]
     dataset = LatentDataset(tmp_path, segment_frames=8, caption_dropout=1.0)
     epoch_0 = crop_starts(dataset)
     assert epoch_0 == crop_starts(LatentDataset(tmp_path, segment_frames=8))
@@ -365,19 +365,36 @@ def test_absolute_source_paths_stay_inside_the_cache(tmp_path):
 
 def test_latents_with_another_channel_count_are_rejected(tmp_path):
     write_latent_cache(tmp_path, latent_records([12], channels=4), latent_rate=10.0)
-    with pytest.raises(ValueError, match="have 3 channels but the cache .* holds 4-channel"):
+    with pytest.raises(ValueError, match=r"have channels \{'latents': 3\} but the cache .* holds \{'latents': 4\}"):
         write_latent_cache(tmp_path, latent_records([12, 12], channels=3), latent_rate=10.0)
-    with pytest.raises(ValueError, match="holds 4-channel latents but channels=8"):
-        LatentDataset(tmp_path, channels=8)
+    with pytest.raises(ValueError, match=r"holds \{'latents': 4\} but 'latents' with 8 channels was asked for"):
+        LatentDataset(tmp_path, channels={"latents": 8})
+    with pytest.raises(ValueError, match=r"but 'codes' with 8 channels was asked for"):
+        LatentDataset(tmp_path, channels={"codes": 8})
+
+
+def test_named_tensors_keep_their_names_and_integer_codes_stay_integers(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 2**30, (3, 20), generator=generator)  # beyond float32's exact integers (2**24)
+    chroma = torch.rand(12, 20, generator=generator)
+    record = {"path": "train/a.flac", "caption": "a", "split": "train"}
+    write_latent_cache(tmp_path, [(record, {"codes": codes, "melody_chroma": chroma})], latent_rate=10.0)
+    dataset = LatentDataset(tmp_path, segment_frames=8, random_crop=False, channels={"codes": 3})
+    item = dataset[0]
+    assert dataset.channels == {"codes": 3, "melody_chroma": 12} and "latents" not in item
+    assert item["codes"].dtype == torch.int64 and torch.equal(item["codes"], codes[:, :8])
+    assert torch.equal(item["melody_chroma"], chroma[:, :8])
+    with pytest.raises(ValueError, match=r"differ in length"):
+        write_latent_cache(tmp_path / "b", [(record, {"codes": codes, "melody_chroma": chroma[:, :5]})], 10.0)
 
 
 def test_index_line_with_another_channel_count_raises_naming_the_line(tmp_path):
     write_latent_cache(tmp_path, latent_records([12, 12]), latent_rate=10.0)
     index = tmp_path / "latents.jsonl"
     lines = index.read_text().splitlines()
-    lines[1] = json.dumps({**json.loads(lines[1]), "latent_channels": 3})
+    lines[1] = json.dumps({**json.loads(lines[1]), "channels": {"latents": 3}})
     index.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"latents.jsonl, line 2: latents have 3 channels"):
+    with pytest.raises(ValueError, match=r"latents.jsonl, line 2: holds \{'latents': 3\}"):
         LatentDataset(tmp_path)
 
 

@@ -12,7 +12,7 @@ import torch
 
 from latentmusic.audio import load_audio
 from latentmusic.cli import main
-from latentmusic.data.dataset import read_metadata
+from latentmusic.data.index import read_metadata
 from latentmusic.evaluation import (
     ClapEmbedding,
     EmbeddingStatistics,

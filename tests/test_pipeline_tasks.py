@@ -21,7 +21,7 @@ def pipe():
 @pytest.fixture(scope="module")
 def masked_pipe():
     """A U-Net with JEN-1's extra input channels (mask + masked latents), as `masking` training builds it."""
-    return make_tiny_pipe(extra_in_channels=5)
+    return make_tiny_pipe(masking=True)
 
 
 def music(seconds: float, sample_rate: int = 8000, seed: int = 0) -> torch.Tensor:
@@ -69,6 +69,27 @@ def test_inpainting_keeps_everything_outside_the_mask(which, request):
     for low, high in ((0, 4000 - MARGIN), (8000 + MARGIN, 12000)):
         torch.testing.assert_close(out[:, low:high], reference[:, low:high], atol=1e-4, rtol=0)
     assert (out[:, 4500:7500] - reference[:, 4500:7500]).abs().mean() > 1e-3
+
+
+def test_a_masked_model_over_11_channel_latents_continues_with_a_melody():
+    """11 latent channels + 1 mask = 12 = the melody's width: the named inputs tell them apart, widths could not."""
+    pipe = make_tiny_pipe(masking=True, melody=True, latent_channels=11)
+    assert pipe.conditioning_inputs == {"mask": 1, "known_latents": 11, "melody_chroma": 12}
+    seen = []
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    prefix = music(0.6)
+    try:
+        out = generate(pipe, audio=prefix, audio_length_in_s=1.5, melody=music(1.0), melody_sample_rate=8000)[0]
+    finally:
+        hook.remove()
+    kept = int(0.6 * 8000 // 32 * 32)
+    reference = reconstruction(pipe, prefix, 1.5)
+    torch.testing.assert_close(out[:, : kept - MARGIN], reference[:, : kept - MARGIN], atol=1e-4, rtol=0)
+    model_input = seen[-1]
+    assert model_input.shape[1] == 11 + 1 + 11 + 12
+    mask = model_input[:, 11]
+    assert mask[:, : kept // 32].eq(1).all() and mask[:, kept // 32 + 1 :].eq(0).all()
+    assert model_input[:, -12:].sum(1).eq(1).all()  # one pitch class per frame
 
 
 def test_a_sample_mask_equals_the_same_ranges_in_seconds(pipe):

@@ -94,7 +94,7 @@ def test_demo_configs_pair_up_for_a_fair_comparison():
         unet = UNet1DConditionModel(
             **OmegaConf.to_container(diffusion.unet),
             in_channels=latent,
-            extra_in_channels=latent + 1,
+            conditioning_inputs={"mask": 1, "known_latents": latent},
             cross_attention_dim=diffusion.text_encoder.d_model,
         )
         lm = TokenLM(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
@@ -182,12 +184,43 @@ def test_global_cond_changes_the_output_and_none_means_zeros():
     assert not torch.allclose(predict(model, **args), conditioned, atol=1e-4)
 
 
-def test_extra_in_channels_are_required_after_the_latents():
-    model = make_unet(extra_in_channels=IN_CHANNELS + 1)
+def test_conditioning_inputs_are_required_after_the_latents():
+    model = make_unet(conditioning_inputs={"mask": 1, "known_latents": IN_CHANNELS})
     args = inputs(channels=2 * IN_CHANNELS + 1)
+    assert model.extra_in_channels == IN_CHANNELS + 1
     assert predict(model, **args).shape == (BATCH, IN_CHANNELS, 21)
     with pytest.raises(ValueError, match=r"in_channels \+ extra_in_channels = 4 \+ 5 = 9"):
         model(**inputs(channels=IN_CHANNELS))
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (0, {}),
+        (IN_CHANNELS + 1, {"mask": 1, "known_latents": IN_CHANNELS}),
+        (12, {"melody_chroma": 12}),
+        (IN_CHANNELS + 13, {"mask": 1, "known_latents": IN_CHANNELS, "melody_chroma": 12}),
+    ],
+)
+def test_a_legacy_config_with_extra_in_channels_loads_with_named_inputs(tmp_path, extra, named):
+    model = make_unet(conditioning_inputs=named)
+    model.save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    config = json.loads(config_file.read_text())
+    del config["conditioning_inputs"]
+    config_file.write_text(json.dumps({**config, "extra_in_channels": extra}))
+    loaded = UNet1DConditionModel.from_pretrained(tmp_path).eval()
+    assert dict(loaded.config.conditioning_inputs) == named and "extra_in_channels" not in loaded.config
+    args = inputs(channels=IN_CHANNELS + extra)
+    assert torch.equal(predict(loaded, **args), predict(model, **args))
+
+
+def test_a_legacy_config_whose_width_names_no_layout_is_an_error():
+    config = {**tiny_config(), "extra_in_channels": 3}
+    with pytest.raises(ValueError, match="extra_in_channels=3 .* names no known layout"):
+        UNet1DConditionModel.from_config(config)
+    with pytest.raises(ValueError, match="names no known layout"):  # 11-channel latents: mask+known or melody?
+        UNet1DConditionModel.from_config({**tiny_config(), "in_channels": 11, "extra_in_channels": 12})
 
 
 # -- input validation ------------------------------------------------------------------------------------
@@ -228,7 +261,10 @@ def test_a_global_cond_of_the_wrong_width_is_rejected():
         ({"attention_head_dim": 12}, "attention_head_dim=12 must divide"),
         ({"block_out_channels": (9, 18, 36), "norm_num_groups": 9, "attention_head_dim": 9}, "must be even"),
         ({"layers_per_block": 0}, "layers_per_block must be at least 1"),
-        ({"extra_in_channels": -1}, "must be >= 0"),
+        ({"global_cond_dim": -1}, "must be >= 0"),
+        ({"conditioning_inputs": {"mask": 1}}, "come together"),
+        ({"conditioning_inputs": {"known_latents": 3, "mask": 1}}, "'known_latents' has 4 channels"),
+        ({"conditioning_inputs": {"chroma": 12}}, "unknown conditioning input 'chroma'"),
         ({"max_seconds": 0.0}, "max_seconds must be positive"),
     ],
 )
@@ -241,10 +277,10 @@ def test_inconsistent_configs_raise_a_clear_value_error(change, message):
 
 
 def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
-    model = make_unet(extra_in_channels=2, global_cond_dim=3)
+    model = make_unet(conditioning_inputs={"melody_chroma": 12}, global_cond_dim=3)
     model.save_pretrained(tmp_path)
     loaded = UNet1DConditionModel.from_pretrained(tmp_path).eval()
-    args = {**inputs(channels=IN_CHANNELS + 2), "global_cond": torch.randn(BATCH, 3)}
+    args = {**inputs(channels=IN_CHANNELS + 12), "global_cond": torch.randn(BATCH, 3)}
     assert torch.equal(predict(loaded, **args, seconds_total=4.0), predict(model, **args, seconds_total=4.0))
 
 

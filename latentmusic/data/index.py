@@ -235,3 +235,28 @@ def _captions(record: Record, where: str) -> list[str]:
                 return [caption]
             raise ValueError(f'{where}: "{key}" must be a non-empty string, got {caption!r}; describe the clip')
     raise ValueError(f'{where}: no caption; add "captions": ["...", ...] or "caption": "..." describing the clip')
+
+
+def read_metadata(root_or_file: str | os.PathLike, split: str | None = None) -> list[Record]:
+    """Read and validate the index of an audio folder: ``metadata.jsonl``, ``metadata.csv``, or ``.txt`` captions
+    beside the audio files (see the module docstring).
+
+    Blank lines are skipped. Each record is the line's JSON object with ``captions`` set to its list of
+    captions (a ``caption`` or ``text`` string becomes a one-item list). Without any ``split``, one file in 20
+    (at least one) is marked ``"valid"`` and the rest ``"train"``.
+
+    Args:
+        root_or_file: The audio folder, or its index file itself; ``path`` values
+            are relative to the folder the file is in.
+        split: Keep only the records whose ``split`` equals this (e.g. ``"train"``); ``None`` keeps all.
+
+    Returns:
+        The records, in file order.
+
+    Raises:
+        FileNotFoundError: If the folder, or a file a selected record names, does not exist.
+        ValueError: If a line is not a JSON object with a ``path`` and captions (the message names the
+            file and line), an audio file has no caption, the folder has no audio, or no record has the
+            requested split.
+    """
+    return [record for _, record in read_audio_index(root_or_file, split)[1]]

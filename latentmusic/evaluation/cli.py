@@ -96,7 +96,7 @@ def _reference_statistics(
 
 
 def _metadata_clips(metadata: str | os.PathLike) -> tuple[list[Path], list[dict[str, Any]]]:
-    from ..data.dataset import read_metadata
+    from ..data.index import read_metadata
 
     metadata = Path(metadata)
     folder = metadata if metadata.is_dir() else metadata.parent

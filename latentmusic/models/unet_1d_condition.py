@@ -22,6 +22,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .conditioning import check_conditioning_inputs, legacy_conditioning_inputs
 from .config_checks import strict_config
 
 # Added to the attention logits of padded text tokens, as diffusers' UNet2DConditionModel does: large
@@ -323,6 +324,9 @@ class UpBlock1D(_CheckpointedBlock):
 class SecondsEmbedding(nn.Module):
     """Embeds a duration in seconds, as Stable Audio's number conditioner does.
 
+    Our own: diffusers' `GaussianFourierProjection` has frozen frequencies, and these are learned (as in Stable
+    Audio); the MLP is diffusers' `TimestepEmbedding`.
+
     Seconds are clamped to `[0, max_seconds]` and divided by `max_seconds`; the resulting number in
     `[0, 1]` is expanded into learnable random Fourier features (plus the number itself) and mapped by an
     MLP to the time embedding's width.
@@ -350,11 +354,11 @@ class SecondsEmbedding(nn.Module):
 class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
     r"""A conditional 1-D U-Net that predicts noise (or sample, or velocity) for latent audio sequences.
 
-    The input is `(batch, in_channels + extra_in_channels, frames)`. For JEN-1-style continuation and
-    inpainting the caller concatenates the conditioning channels after the noisy latents:
-    `sample = torch.cat([noisy_latents, extra], dim=1)`, where `extra` has `extra_in_channels` channels
-    (typically one mask channel, 1 where audio is given, followed by the masked clean latents, for
-    `extra_in_channels = 1 + in_channels`). The output has `out_channels` channels and always the same
+    The input is `(batch, in_channels + extra_in_channels, frames)`: the noisy latents, then the conditioning
+    inputs the config names (`conditioning_inputs`, see `latentmusic.models.conditioning`, whose
+    `build_conditioning` makes them): `sample = torch.cat([noisy_latents, conditioning], dim=1)`. For JEN-1-style
+    continuation and inpainting they are a mask channel (1 where audio is given) and the masked clean latents,
+    `{"mask": 1, "known_latents": in_channels}`. The output has `out_channels` channels and always the same
     number of frames as the input: any length works, the model pads to a multiple of
     `2 ** (len(block_out_channels) - 1)` internally (with zeros at the end) and crops the result.
 
@@ -367,8 +371,10 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
     Args:
         in_channels (`int`, defaults to 64): Channels of the latents being denoised.
         out_channels (`int`, *optional*): Channels of the prediction; defaults to `in_channels`.
-        extra_in_channels (`int`, defaults to 0): Conditioning channels concatenated after the latents
-            (mask and masked latents for continuation or inpainting).
+        conditioning_inputs (`dict[str, int]`, *optional*): The inputs concatenated after the latents, by name
+            and channel width, in order (`"mask"`, `"known_latents"`, `"melody_chroma"`; see
+            `latentmusic.models.conditioning`); none by default. Configs saved with the unnamed
+            `extra_in_channels` load through `_convert_legacy_config`.
         block_out_channels (`tuple[int, ...]`, defaults to `(64, 128, 256)`): Channels of each level;
             the sequence is halved in length between consecutive levels.
         layers_per_block (`int`, defaults to 2): Residual blocks per down level (the up levels have one
@@ -418,7 +424,7 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
         self,
         in_channels: int = 64,
         out_channels: int | None = None,
-        extra_in_channels: int = 0,
+        conditioning_inputs: dict[str, int] | None = None,
         block_out_channels: tuple[int, ...] = (64, 128, 256),
         layers_per_block: int = 2,
         attention_levels: tuple[bool, ...] = (False, True, True),
@@ -442,10 +448,11 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
             layers_per_block,
             attention_head_dim,
             norm_num_groups,
-            extra_in_channels,
             global_cond_dim,
             max_seconds,
         )
+        conditioning = check_conditioning_inputs(conditioning_inputs or {}, in_channels)
+        extra_in_channels = sum(conditioning.values())
         out_channels = in_channels if out_channels is None else out_channels
         temb_channels = time_embedding_dim or 4 * block_out_channels[0]
         block_kwargs = {
@@ -497,6 +504,31 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
         self.norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0])
         self.conv_out = _zero_(nn.Conv1d(block_out_channels[0], out_channels, kernel_size=3, padding=1))
 
+    @classmethod
+    def _convert_legacy_config(cls, config: dict) -> dict:
+        """A config saved before the conditioning inputs had names, with its `extra_in_channels` named (see
+        `legacy_conditioning_inputs`); other configs are returned as they are. `from_config` and
+        `from_pretrained` call it, so old checkpoints load.
+
+        Args:
+            config: A U-Net config.
+
+        Returns:
+            The config with `conditioning_inputs` in place of `extra_in_channels`.
+        """
+        if "extra_in_channels" not in config:
+            return config
+        config = dict(config)
+        extra = config.pop("extra_in_channels")
+        if "conditioning_inputs" not in config:
+            config["conditioning_inputs"] = legacy_conditioning_inputs(config.get("in_channels", 64), extra)
+        return config
+
+    @property
+    def extra_in_channels(self) -> int:
+        """Channels of all conditioning inputs together, concatenated after the latents."""
+        return sum((self.config.conditioning_inputs or {}).values())
+
     @property
     def length_multiple(self) -> int:
         """The model pads every input internally to a multiple of this many frames."""
@@ -517,7 +549,7 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
 
         Args:
             sample (`torch.Tensor`): Noisy latents of shape `(batch, in_channels + extra_in_channels,
-                frames)`, any number of frames; the extra channels, if any, come after the latents.
+                frames)`, any number of frames; the conditioning inputs, if any, come after the latents.
             timestep (`torch.Tensor`, `float` or `int`): The diffusion timestep: a number, a 0-d tensor, or
                 a 1-d tensor of length 1 or `batch`. Fractional timesteps are used as they are.
             encoder_hidden_states (`torch.Tensor`): Text encoder hidden states of shape
@@ -525,12 +557,14 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
             encoder_attention_mask (`torch.Tensor`, *optional*): Shape `(batch, text_len)`, 1 (or `True`)
                 for tokens to attend to and 0 for padding; padded tokens have no effect on the output.
                 `None` attends to every token.
-            seconds_start (`torch.Tensor` or `float`, *optional*): Where the clip starts in the source
-                audio, in seconds (a number or a tensor broadcastable to `(batch,)`). Defaults to 0.
-                Ignored unless the model uses timing conditioning.
-            seconds_total (`torch.Tensor` or `float`, *optional*): The duration of the audio the clip
-                represents, in seconds (a number or a tensor broadcastable to `(batch,)`). Defaults to
-                `max_seconds`. Ignored unless the model uses timing conditioning.
+            seconds_start (`torch.Tensor` or `float`, *optional*): Timing conditioning, in seconds (a number or
+                a tensor broadcastable to `(batch,)`); always 0 in this project's training and pipeline (see
+                `latentmusic.models.conditioning.timing_conditioning`). Defaults to 0. Ignored unless the model
+                uses timing conditioning.
+            seconds_total (`torch.Tensor` or `float`, *optional*): Seconds of real audio in the window `sample`
+                covers, the rest being padding (a number or a tensor broadcastable to `(batch,)`; see
+                `timing_conditioning`). Defaults to `max_seconds`. Ignored unless the model uses timing
+                conditioning.
             global_cond (`torch.Tensor`, *optional*): Shape `(batch, global_cond_dim)`, only for models with
                 `global_cond_dim > 0`. `None` is the same as a zero vector (the "no condition" value).
             return_dict (`bool`, defaults to `True`): Whether to return a [`UNet1DConditionOutput`] rather
@@ -599,7 +633,7 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
         global_cond: torch.Tensor | None,
     ) -> None:
         config = self.config
-        expected_channels = config.in_channels + config.extra_in_channels
+        expected_channels = config.in_channels + self.extra_in_channels
         if sample.ndim != 3:
             raise ValueError(
                 f"`sample` must have shape (batch, channels, frames), got shape {tuple(sample.shape)}; "
@@ -607,11 +641,11 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
             )
         if sample.shape[1] != expected_channels:
             message = f"`sample` has {sample.shape[1]} channels, but this model expects "
-            if config.extra_in_channels:
+            if self.extra_in_channels:
                 message += (
-                    f"in_channels + extra_in_channels = {config.in_channels} + {config.extra_in_channels} = "
-                    f"{expected_channels}; concatenate the extra (mask and masked latent) channels after the "
-                    "latents along dim 1"
+                    f"in_channels + extra_in_channels = {config.in_channels} + {self.extra_in_channels} = "
+                    f"{expected_channels}; concatenate the conditioning inputs {dict(config.conditioning_inputs)} "
+                    "after the latents along dim 1 (see latentmusic.models.conditioning.build_conditioning)"
                 )
             else:
                 message += f"in_channels = {config.in_channels}"
@@ -668,7 +702,6 @@ def _check_config(
     layers_per_block: int,
     attention_head_dim: int,
     norm_num_groups: int,
-    extra_in_channels: int,
     global_cond_dim: int,
     max_seconds: float,
 ) -> None:
@@ -694,9 +727,7 @@ def _check_config(
             )
     if layers_per_block < 1:
         raise ValueError(f"layers_per_block must be at least 1, got {layers_per_block}")
-    if extra_in_channels < 0 or global_cond_dim < 0:
-        raise ValueError(
-            f"extra_in_channels and global_cond_dim must be >= 0, got {extra_in_channels} and {global_cond_dim}"
-        )
+    if global_cond_dim < 0:
+        raise ValueError(f"global_cond_dim must be >= 0, got {global_cond_dim}")
     if not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")

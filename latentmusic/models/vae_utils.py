@@ -68,6 +68,35 @@ def decode(vae, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
     return crop_or_pad(vae.decode(latents).sample, num_samples)
 
 
+def decode_in_windows(
+    vae: AudioAutoencoder, latents: torch.Tensor, num_samples: int, window: int, context: int
+) -> torch.Tensor:
+    """Decode unscaled `latents` `window` frames at a time, each with `context` frames of its neighbours on both
+    sides whose audio is dropped (overlap-save), to exactly `num_samples` samples.
+
+    Memory is bounded by the window, and the autoencoder is not touched (`AudioAutoencoder.enable_chunking` does
+    the same inside the model, but changes its state). With a context that covers the decoder's receptive field
+    the result equals decoding at once.
+
+    Args:
+        vae: An autoencoder whose decoder maps a frame to `hop_length` samples (`AudioAutoencoder`).
+        latents: Unscaled latents, `(batch, latent_channels, frames)`.
+        num_samples: Samples of the output.
+        window: Frames decoded per window.
+        context: Frames of context on each side.
+
+    Returns:
+        The audio, `(batch, audio_channels, num_samples)`.
+    """
+    hop, frames = vae_hop_length(vae), latents.shape[-1]
+    pieces = []
+    for start in range(0, frames, window):
+        low, high = max(0, start - context), min(frames, start + window + context)
+        audio = vae.decode(latents[..., low:high]).sample
+        pieces.append(audio[..., (start - low) * hop : (min(start + window, frames) - low) * hop])
+    return crop_or_pad(torch.cat(pieces, dim=-1), num_samples)
+
+
 def reconstruct(
     vae: AudioAutoencoder | AutoencoderOobleck, audio: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, Any]:

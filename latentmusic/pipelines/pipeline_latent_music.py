@@ -16,8 +16,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..audio import crop_or_pad
 from ..loaders.lora import MusicLoraLoaderMixin
-from ..melody import PITCH_CLASSES, melody_chroma
-from ..models import AudioAutoencoder, vae_utils
+from ..melody import melody_chroma
+from ..models import AudioAutoencoder, conditioning, vae_utils
 from .checks import (
     check_attention_mask,
     check_audio_argument,
@@ -40,11 +40,11 @@ from .common import (
 )
 from .schedulers import check_scheduler_fits, objective_of_scheduler
 from .tasks import (
+    GenerationTask,
     Segment,
     add_noise_at,
     fade_out,
     keep_frames,
-    parse_story,
     plan_windows,
     prepare_audio,
     regenerate_mask,
@@ -93,6 +93,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
 
     def check_inputs(
         self,
+        *,
         prompt: list[str] | None,
         negative_prompt: list[str] | None,
         audio_length_in_s: float,
@@ -109,15 +110,11 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         attention_mask: torch.Tensor | None = None,
         negative_attention_mask: torch.Tensor | None = None,
         callback_on_step_end: Callable | None = None,
-        audio_seconds: float | None = None,
-        strength: float | None = None,
-        mask: Any = None,
-        story: Any = None,
-        window_overlap_in_s: float | None = None,
         melody: torch.Tensor | np.ndarray | None = None,
         melody_sample_rate: int | None = None,
     ) -> int:
-        """Validate every argument of a call, before any model work, and return the number of prompts.
+        """Validate every argument of a call that the task (`GenerationTask.build`) has not, before any model work,
+        and return the number of prompts.
 
         Args:
             prompt: The prompts, as a list.
@@ -136,13 +133,11 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
             attention_mask: Mask of `prompt_embeds`.
             negative_attention_mask: Mask of `negative_prompt_embeds`.
             callback_on_step_end: The step callback.
-            audio_seconds: Length of the input audio (already checked by `check_audio_argument`), if any.
-            strength: Audio-to-audio strength.
-            mask: Inpainting ranges or sample mask.
-            story: The story segments, if any (already parsed).
-            window_overlap_in_s: Context between long-form windows.
             melody: The melody reference.
             melody_sample_rate: Its sample rate.
+
+        Returns:
+            The number of prompts.
         """
         check_scheduler_fits(self.scheduler, self.trained_objective)
         batch_size = check_text_and_length(
@@ -186,18 +181,6 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
                     f"{expected[0]} waveforms needs {expected}"
                 )
         check_callback_tensor_inputs(callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
-        if window_overlap_in_s is not None:
-            window = self.max_audio_length_in_s or audio_length_in_s
-            if story is None and audio_length_in_s <= window + 1e-6:
-                logger.warning(
-                    f"window_overlap_in_s={window_overlap_in_s} has no effect: {audio_length_in_s} s fits in one "
-                    f"{window} s window (it acts on long-form and story generation)"
-                )
-            check_real(window_overlap_in_s, "window_overlap_in_s", minimum=0.0)
-            if window_overlap_in_s >= window:
-                raise ValueError(
-                    f"window_overlap_in_s={window_overlap_in_s} must be shorter than the U-Net's {window} s window"
-                )
         if melody is not None:
             if not self.trained_with_melody:
                 raise ValueError(
@@ -207,8 +190,40 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
             check_audio_argument(melody, melody_sample_rate, "melody", "melody_sample_rate")
         elif melody_sample_rate is not None:
             raise ValueError("melody_sample_rate is the rate of `melody`; pass the melody too, or leave it out")
-        self.check_task_inputs(audio_seconds, audio_length_in_s, strength, mask, story, latents)
         return batch_size
+
+    def build_task(
+        self,
+        *,
+        prompt: list[str] | None,
+        prompt_embeds: torch.Tensor | None,
+        latents: torch.Tensor | None,
+        **arguments: Any,
+    ) -> GenerationTask:
+        """Read the call's task (text-to-music, continuation, inpainting, audio-to-audio, long-form or story) from
+        its arguments and validate it against this pipeline's autoencoder and U-Net window.
+
+        Args:
+            prompt: The prompts, as a list.
+            prompt_embeds: Precomputed hidden states, if any.
+            latents: Starting noise, if any.
+            **arguments: `story`, `audio_length_in_s`, `audio`, `audio_sample_rate`, `strength`, `mask` and
+                `window_overlap_in_s`, as the call got them.
+
+        Returns:
+            The validated task.
+        """
+        num_prompts = len(prompt) if prompt else (1 if prompt_embeds is None else len(prompt_embeds))
+        return GenerationTask.build(
+            prompt=prompt,
+            has_prompt_embeds=prompt_embeds is not None,
+            has_latents=latents is not None,
+            num_prompts=num_prompts,
+            sample_rate=self.sample_rate,
+            hop_length=vae_utils.vae_hop_length(self.vae),
+            max_audio_length_in_s=self.max_audio_length_in_s,
+            **arguments,
+        )
 
     def latent_length(self, audio_length_in_s: float) -> int:
         """Latent frames the U-Net denoises for a clip of `audio_length_in_s` seconds."""
@@ -219,6 +234,22 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
     def init_noise_sigma(self) -> float:
         """The scale of the starting noise: the scheduler's, or 1 for flow matching (which starts at unit noise)."""
         return getattr(self.scheduler, "init_noise_sigma", 1.0)
+
+    def prepare_timesteps(self, num_inference_steps: int, strength: float | None = None) -> torch.Tensor:
+        """Set the scheduler's timesteps and return those to run: all of them, or the last `strength` of them."""
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        timesteps = self.scheduler.timesteps
+        if strength is not None:
+            timesteps = self.strength_timesteps(timesteps, num_inference_steps, strength)
+        return timesteps
+
+    def strength_timesteps(self, timesteps: torch.Tensor, num_inference_steps: int, strength: float) -> torch.Tensor:
+        """The last `strength` of the schedule, as diffusers' img2img pipelines take it."""
+        skip = num_inference_steps - min(int(num_inference_steps * strength), num_inference_steps)
+        begin = skip * self.scheduler.order
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(begin)
+        return timesteps[begin:]
 
     def prepare_latents(
         self,
@@ -254,27 +285,19 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
     # -- the JEN-1 tasks: audio to condition on -------------------------------------------------------------
 
     @property
+    def conditioning_inputs(self) -> dict[str, int]:
+        """The U-Net's conditioning inputs by name and width (see `latentmusic.models.conditioning`)."""
+        return dict(self.unet.config.conditioning_inputs or {})
+
+    @property
     def trained_with_masks(self) -> bool:
-        """Whether the U-Net takes JEN-1's mask and masked-latent channels (trained with `masking` on)."""
-        return self._extra_channel_layout()[0]
+        """Whether the U-Net takes JEN-1's mask and known-latent inputs (trained with `masking` on)."""
+        return conditioning.MASK in self.conditioning_inputs
 
     @property
     def trained_with_melody(self) -> bool:
         """Whether the U-Net takes a melody chromagram (12 channels; trained with `melody.enabled`)."""
-        return self._extra_channel_layout()[1]
-
-    def _extra_channel_layout(self) -> tuple[bool, bool]:
-        """The U-Net's extra input channels are `[mask, masked latents]` (1 + latent channels) when trained with
-        masks, then 12 chroma channels when trained with melodies."""
-        extra, latent = self.unet.config.extra_in_channels, vae_utils.vae_latent_channels(self.vae)
-        layouts = {0: (False, False), latent + 1: (True, False), PITCH_CLASSES: (False, True)}
-        layouts[latent + 1 + PITCH_CLASSES] = (True, True)
-        if extra not in layouts or latent + 1 == PITCH_CLASSES:
-            raise ValueError(
-                f"the U-Net takes {extra} extra input channels; this pipeline feeds 0, {latent + 1} (mask + masked "
-                f"latents), {PITCH_CLASSES} (melody) or both ({latent + 1 + PITCH_CLASSES})"
-            )
-        return layouts[extra]
+        return conditioning.MELODY_CHROMA in self.conditioning_inputs
 
     def encode_audio(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Scaled latents (posterior mode) of `(batch, channels, samples)` audio, `num_frames` long (zero-padded)."""
@@ -283,61 +306,51 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         latents = self.vae.encode(audio.to(self._execution_device, self.vae.dtype)).latent_dist.mode()
         return vae_utils.scale_latents(self.vae, crop_or_pad(latents, num_frames))
 
-    def check_task_inputs(
-        self,
-        audio_seconds: float | None,
-        audio_length_in_s: float,
-        strength: float | None,
-        mask: Any,
-        story: Any,
-        latents: torch.Tensor | None,
-    ) -> None:
-        """Validate the arguments of continuation, inpainting, audio-to-audio, long-form and story mode."""
-        if audio_seconds is None and (strength is not None or mask is not None):
-            raise ValueError("`strength` and `mask` act on input audio; pass it as `audio=`")
-        if strength is not None:
-            check_real(strength, "strength", minimum=0.0, maximum=1.0, hint="0 keeps the input, 1 ignores it")
-        if mask is not None and audio_seconds is not None:
-            regenerate_mask(mask, samples_for_seconds(audio_seconds, self.sample_rate), self.sample_rate)
-        if audio_seconds is not None and strength is None and mask is None:
-            if audio_length_in_s <= audio_seconds:
-                raise ValueError(
-                    f"continuation: the prefix ({audio_seconds:.2f} s) must be shorter than audio_length_in_s "
-                    f"({audio_length_in_s} s); ask for a longer clip, or pass `mask=` or `strength=` to edit it"
-                )
-        elif audio_seconds is not None and abs(audio_length_in_s - audio_seconds) > 1e-3:
-            raise ValueError(
-                f"inpainting and audio-to-audio keep the input's length ({audio_seconds:.2f} s); "
-                f"leave audio_length_in_s unset (got {audio_length_in_s})"
-            )
-        long = self.max_audio_length_in_s is not None and audio_length_in_s > self.max_audio_length_in_s + 1e-6
-        if (long or story is not None) and (mask is not None or strength is not None or latents is not None):
-            raise ValueError(
-                f"`mask`, `strength` and `latents` work within one window of at most {self.max_audio_length_in_s} s "
-                "(no story); long-form generation and story mode take a prompt or segments and, optionally, a prefix"
-            )
-        if story is not None:
-            # a segment that ends in the same latent frame as the one before would have no frames: its prompt unused
-            prompts, seconds = parse_story(story)
-            ends = [self.latent_length(end) for end in np.cumsum(seconds).tolist()]
-            for index, (start, end) in enumerate(zip([0, *ends], ends)):
-                if end <= start:
-                    frame = vae_utils.vae_hop_length(self.vae) / self.sample_rate
-                    raise ValueError(
-                        f"story segment {index} ({prompts[index]!r}, {seconds[index]} s) is shorter than one latent "
-                        f"frame ({frame:.3f} s), so its prompt would never be heard; make it longer"
-                    )
+    def prepare_known_latents(
+        self, task: GenerationTask, num_frames: int, num_waveforms_per_prompt: int, batch_size: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What the task's input audio fixes: its scaled latents and, per frame, whether to keep them.
 
-    # -- the call -------------------------------------------------------------------------------------------
+        Args:
+            task: The call's task.
+            num_frames: Latent frames of the output.
+            num_waveforms_per_prompt: Clips per prompt (the known latents are repeated to match).
+            batch_size: Number of prompts.
+
+        Returns:
+            `(known, keep)`: `(batch * num_waveforms_per_prompt, latent_channels, num_frames)` latents and
+            `(1, 1, num_frames)` keep weights (1 = keep, 0 = generate); `(None, None)` without input audio.
+        """
+        if task.audio is None:
+            return None, None
+        channels = vae_utils.vae_audio_channels(self.vae)
+        clips = prepare_audio(task.audio, task.audio_sample_rate, self.sample_rate, channels, batch_size)
+        num_samples = samples_for_seconds(task.audio_length_in_s, self.sample_rate)
+        hop = vae_utils.vae_hop_length(self.vae)
+        if task.keeps_prefix:
+            regenerate = torch.arange(num_samples) >= clips.shape[-1]
+        elif task.mask is not None:
+            regenerate = regenerate_mask(task.mask, num_samples, self.sample_rate)
+        else:  # audio-to-audio: everything is regenerated from the noised input, nothing replaced
+            regenerate = torch.zeros(num_samples, dtype=torch.bool)
+        known = self.encode_audio(clips, num_frames).repeat_interleave(num_waveforms_per_prompt, dim=0)
+        keep = keep_frames(regenerate, hop, num_frames).to(self._execution_device, known.dtype)[None, None]
+        if task.keeps_prefix and not keep.any():
+            raise ValueError(
+                f"the prefix ({task.audio_seconds:.3f} s) is shorter than one latent frame ({hop} samples); "
+                "pass a longer prefix"
+            )
+        return known, keep
 
     def denoise(
         self,
         latents: torch.Tensor,
+        *,
         text: PromptEmbeddings,
         timesteps: torch.Tensor,
         seconds: float,
         extra_step_kwargs: dict[str, Any],
-        progress_bar,
+        progress_bar: Any,
         known: torch.Tensor | None = None,
         keep: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
@@ -346,44 +359,54 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         step_offset: int = 0,
         melody: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run the scheduler over `timesteps` from `latents`.
+        """Run the scheduler over `timesteps` from `latents` (the denoising loop of one window).
 
         Where `keep` (`(1 or batch, 1, frames)`, in [0, 1]) is positive, the latents are pulled towards
         `known` noised to the next step's level with `noise` (RePaint-style replacement; exactly `known`
         after the last step), so kept regions come out as the known latents. A U-Net trained with masks also
         sees the mask and the masked known latents as extra input channels, and one trained with melodies the
         `(1, 12, frames)` chromagram `melody` (zeros without one).
+
+        Args:
+            latents: The starting latents, `(batch, latent_channels, frames)`.
+            text: The prompt embeddings (`[negative, positive]` when guiding).
+            timesteps: The timesteps to run.
+            seconds: The window's length in seconds (its timing conditioning).
+            extra_step_kwargs: Extra arguments of `scheduler.step`.
+            progress_bar: Updated once per step.
+            known: Known latents, if any.
+            keep: Per-frame keep weights of `known`.
+            noise: The noise `known` is noised with to each step's level.
+            callback_on_step_end: The step callback.
+            callback_on_step_end_tensor_inputs: Tensors for it.
+            step_offset: Steps already run in earlier windows (the callback's step counts on).
+            melody: The window's chromagram, if any.
+
+        Returns:
+            The denoised latents.
         """
         copies = 2 if self.do_classifier_free_guidance else 1
         prompt_embeds = text.hidden_states.to(self.unet.dtype)
         total = latents.shape[0]
         seconds_total = torch.full((total * copies,), float(seconds), device=latents.device)
-        parts = []
-        if self.trained_with_masks:
-            mask = (
-                torch.zeros_like(latents[:, :1]) if keep is None else (keep > 0).to(latents.dtype).expand(total, 1, -1)
-            )
-            parts += [mask, torch.zeros_like(latents) if known is None else known * mask]
-        if self.trained_with_melody:
-            frames = latents.shape[-1]
-            chroma = latents.new_zeros(1, PITCH_CLASSES, frames) if melody is None else melody.to(latents)
-            parts.append(chroma.expand(total, -1, -1))
-        conditioning = torch.cat([torch.cat(parts, dim=1)] * copies) if parts else None
+        extra = conditioning.build_conditioning(
+            self.conditioning_inputs, latents, keep=keep, known=known, melody=melody
+        )
+        extra = None if extra is None else torch.cat([extra] * copies)
         for i, t in enumerate(timesteps):
             if self.interrupt:
                 continue
             model_input = torch.cat([latents] * copies)
             if hasattr(self.scheduler, "scale_model_input"):
                 model_input = self.scheduler.scale_model_input(model_input, t)
-            if conditioning is not None:
-                model_input = torch.cat([model_input, conditioning.to(model_input.dtype)], dim=1)
+            if extra is not None:
+                model_input = torch.cat([model_input, extra.to(model_input.dtype)], dim=1)
             noise_pred = self.unet(
                 model_input,
                 t,
                 encoder_hidden_states=prompt_embeds,
                 encoder_attention_mask=text.attention_mask,
-                seconds_start=torch.zeros_like(seconds_total),
-                seconds_total=seconds_total,
+                **conditioning.timing_conditioning(seconds_total),
             ).sample
             if self.do_classifier_free_guidance:
                 uncond, cond = noise_pred.chunk(2)
@@ -486,158 +509,118 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
             `AudioPipelineOutput` whose `audios` has shape `(batch, channels, samples)`, or a tuple
             `(audios,)` when `return_dict=False`.
         """
-        # 0. Defaults: story segments, input audio (pure checks and arithmetic, no model work)
-        if story is not None:
-            if prompt is not None or prompt_embeds is not None:
-                raise ValueError("pass either `story` segments or `prompt`/`prompt_embeds`, not both")
-            story_prompts, story_seconds = parse_story(story)
-            if audio_length_in_s is not None and abs(audio_length_in_s - sum(story_seconds)) > 1e-6:
-                raise ValueError(
-                    f"audio_length_in_s={audio_length_in_s} differs from the story's {sum(story_seconds)} s; "
-                    "leave it unset"
-                )
-            audio_length_in_s, prompt = sum(story_seconds), story_prompts[0]
+        # 1. Check inputs: read the task, then validate every argument, before any model work
         prompts = as_prompt_list(prompt)
+        task = self.build_task(
+            prompt=prompts,
+            prompt_embeds=prompt_embeds,
+            latents=latents,
+            story=story,
+            audio_length_in_s=audio_length_in_s,
+            audio=audio,
+            audio_sample_rate=audio_sample_rate,
+            strength=strength,
+            mask=mask,
+            window_overlap_in_s=window_overlap_in_s,
+        )
+        prompts = as_prompt_list(task.prompt)
         negative_prompts = as_prompt_list(negative_prompt, "negative_prompt")
-        batch_guess = len(prompts) if prompts else (1 if prompt_embeds is None else len(prompt_embeds))
-        audio_seconds = None
-        if audio is not None:
-            audio_seconds = check_audio_argument(audio, audio_sample_rate, "audio", "audio_sample_rate", batch_guess)
-            if audio_length_in_s is None:
-                if mask is None and strength is None:
-                    raise ValueError(
-                        f"continuation: pass audio_length_in_s longer than the prefix ({audio_seconds:.2f} s); "
-                        "or pass `mask=` (inpainting) or `strength=` (audio-to-audio)"
-                    )
-                audio_length_in_s = audio_seconds
-        elif audio_sample_rate is not None:
-            raise ValueError("audio_sample_rate is the rate of `audio`; pass the audio too, or leave it out")
-        if audio_length_in_s is None:
-            audio_length_in_s = self.max_audio_length_in_s or 10.0
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-
-        # 1. Check inputs, all of them, before any model work
         batch_size = self.check_inputs(
-            prompts,
-            negative_prompts,
-            audio_length_in_s,
-            num_inference_steps,
-            guidance_scale,
-            num_waveforms_per_prompt,
-            prompt_embeds,
-            negative_prompt_embeds,
-            latents,
-            output_type,
-            callback_on_step_end_tensor_inputs,
+            prompt=prompts,
+            negative_prompt=negative_prompts,
+            audio_length_in_s=task.audio_length_in_s,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            num_waveforms_per_prompt=num_waveforms_per_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            latents=latents,
+            output_type=output_type,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             eta=eta,
             generator=generator,
             attention_mask=attention_mask,
             negative_attention_mask=negative_attention_mask,
             callback_on_step_end=callback_on_step_end,
-            audio_seconds=audio_seconds,
-            strength=strength,
-            mask=mask,
-            story=story,
-            window_overlap_in_s=window_overlap_in_s,
             melody=melody,
             melody_sample_rate=melody_sample_rate,
         )
-        clips = None
-        if audio is not None:
-            channels = vae_utils.vae_audio_channels(self.vae)
-            clips = prepare_audio(audio, audio_sample_rate, self.sample_rate, channels, batch_size)
         self._guidance_scale = guidance_scale
         self._interrupt = False
         device = self._execution_device
         total = batch_size * num_waveforms_per_prompt
-        num_samples = samples_for_seconds(audio_length_in_s, self.sample_rate)
-        num_frames = self.latent_length(audio_length_in_s)
-        hop = vae_utils.vae_hop_length(self.vae)
+        num_samples = samples_for_seconds(task.audio_length_in_s, self.sample_rate)
+        num_frames = self.latent_length(task.audio_length_in_s)
 
-        # 2. Encode the prompt(s) (negative first when guiding)
-        def encode(texts: list[str] | None) -> PromptEmbeddings:
+        # 2. Encode the prompt(s) (negative first when guiding); a story encodes one per segment
+        def encode(texts: list[str] | None, embeds: torch.Tensor | None) -> PromptEmbeddings:
             return self.encode_prompt(
                 texts,
                 device,
-                num_waveforms_per_prompt,
-                self.do_classifier_free_guidance,
-                negative_prompts,
-                prompt_embeds if story is None else None,
-                negative_prompt_embeds,
-                attention_mask,
-                negative_attention_mask,
+                num_waveforms_per_prompt=num_waveforms_per_prompt,
+                do_classifier_free_guidance=self.do_classifier_free_guidance,
+                negative_prompt=negative_prompts,
+                prompt_embeds=embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                attention_mask=attention_mask,
+                negative_attention_mask=negative_attention_mask,
             )
 
-        texts = [encode([p]) for p in story_prompts] if story is not None else [encode(prompts)]
-
-        # 3. What the input audio fixes: known latents and where to keep them
-        known = keep = None
-        if clips is not None:
-            if strength is None and mask is None:  # continuation: keep the prefix
-                regenerate = torch.arange(num_samples) >= clips.shape[-1]
-            else:
-                regenerate = (
-                    regenerate_mask(mask, num_samples, self.sample_rate)
-                    if mask is not None
-                    else torch.zeros(num_samples, dtype=torch.bool)
-                )
-            known = self.encode_audio(clips, num_frames).repeat_interleave(num_waveforms_per_prompt, dim=0)
-            keep = keep_frames(regenerate, hop, num_frames).to(device, known.dtype)[None, None]
-            if strength is None and mask is None and not keep.any():
-                raise ValueError(
-                    f"the prefix ({audio_seconds:.3f} s) is shorter than one latent frame ({hop} samples); "
-                    "pass a longer prefix"
-                )
+        if task.kind == "story":
+            texts = [encode([text], None) for text in task.segment_prompts]
+        else:
+            texts = [encode(prompts, prompt_embeds)]
         dtype = texts[0].hidden_states.dtype
-        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+
+        # 3. Prepare timesteps (audio-to-audio runs only the last `strength` of them)
+        timesteps = self.prepare_timesteps(num_inference_steps, task.strength)
+        self._num_timesteps = len(timesteps)
+
+        # 4. Prepare latents: what the input audio fixes, the melody, and (for one window) the starting noise
+        known, keep = self.prepare_known_latents(task, num_frames, num_waveforms_per_prompt, batch_size)
         chroma = None
         if melody is not None:
             chroma = melody_chroma(melody, melody_sample_rate, num_frames)[None].to(device, dtype)
-
-        # 4. Long-form and story mode: window by window
-        window = self.latent_length(self.max_audio_length_in_s) if self.max_audio_length_in_s else num_frames
-        if story is not None or num_frames > window:
-            latents = self.generate_windows(
-                texts,
-                story_seconds if story is not None else [audio_length_in_s],
-                num_frames,
-                window,
-                window_overlap_in_s,
-                total,
-                dtype,
-                generator,
-                num_inference_steps,
-                extra_step_kwargs,
-                known,
-                keep,
-                callback_on_step_end,
-                callback_on_step_end_tensor_inputs,
-                chroma,
-            )
-        else:
-            # 5. One window: text-to-music, continuation, inpainting or audio-to-audio
-            self.scheduler.set_timesteps(num_inference_steps, device=device)
-            timesteps = self.scheduler.timesteps
-            if strength is not None:
-                timesteps = self.strength_timesteps(timesteps, num_inference_steps, strength)
-            self._num_timesteps = len(timesteps)
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
+        if not task.is_windowed:
             start = self.prepare_latents(total, num_frames, dtype, device, generator, latents)
             noise = start / self.init_noise_sigma
-            if strength is not None and strength < 1.0:
+            if task.strength is not None and task.strength < 1.0:  # SDEdit: start from the noised input
                 start = known if len(timesteps) == 0 else add_noise_at(self.scheduler, known, noise, timesteps[0])
+
+        # 5. Denoising loop: one window, or window by window for long-form and story generation
+        if task.is_windowed:
+            latents = self.generate_windows(
+                texts=texts,
+                task=task,
+                num_frames=num_frames,
+                total=total,
+                dtype=dtype,
+                generator=generator,
+                num_inference_steps=num_inference_steps,
+                extra_step_kwargs=extra_step_kwargs,
+                known=known,
+                keep=keep,
+                callback_on_step_end=callback_on_step_end,
+                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+                melody=chroma,
+            )
+        else:
             with self.progress_bar(total=len(timesteps)) as progress_bar:
                 latents = self.denoise(
                     start,
-                    texts[0],
-                    timesteps,
-                    audio_length_in_s,
-                    extra_step_kwargs,
-                    progress_bar,
-                    known,
-                    None if strength is not None and mask is None else keep,
-                    noise,
-                    callback_on_step_end,
-                    callback_on_step_end_tensor_inputs,
+                    text=texts[0],
+                    timesteps=timesteps,
+                    seconds=task.audio_length_in_s,
+                    extra_step_kwargs=extra_step_kwargs,
+                    progress_bar=progress_bar,
+                    known=known,
+                    # audio-to-audio denoises the whole noised input; only a mask keeps frames as they are
+                    keep=None if task.kind == "audio-to-audio" else keep,
+                    noise=noise,
+                    callback_on_step_end=callback_on_step_end,
+                    callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
                     melody=chroma,
                 )
 
@@ -651,24 +634,15 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
             return (audio,)
         return AudioPipelineOutput(audios=audio)
 
-    def strength_timesteps(self, timesteps: torch.Tensor, num_inference_steps: int, strength: float) -> torch.Tensor:
-        """The last `strength` of the schedule, as diffusers' img2img pipelines take it."""
-        skip = num_inference_steps - min(int(num_inference_steps * strength), num_inference_steps)
-        begin = skip * self.scheduler.order
-        if hasattr(self.scheduler, "set_begin_index"):
-            self.scheduler.set_begin_index(begin)
-        return timesteps[begin:]
-
     def generate_windows(
         self,
+        *,
         texts: list[PromptEmbeddings],
-        seconds: list[float],
+        task: GenerationTask,
         num_frames: int,
-        window: int,
-        overlap_in_s: float | None,
         total: int,
         dtype: torch.dtype,
-        generator,
+        generator: torch.Generator | list[torch.Generator] | None,
         num_inference_steps: int,
         extra_step_kwargs: dict[str, Any],
         known: torch.Tensor | None,
@@ -677,11 +651,33 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         callback_on_step_end_tensor_inputs: list[str],
         melody: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Long-form and story generation: windows of at most `window` frames, each continuing the last
-        `overlap` frames before it, which fade out (a latent crossfade). Memory is bounded by the window."""
+        """Long-form and story generation: windows of at most the U-Net's `max_seconds`, each continuing the last
+        `task.window_overlap_in_s` before it (default a quarter window), which fade out: a latent crossfade.
+        Memory is bounded by the window.
+
+        Args:
+            texts: Prompt embeddings, one per story segment (or one for all).
+            task: The call's task (its segments and overlap).
+            num_frames: Latent frames of the whole piece.
+            total: Clips generated (prompts times waveforms per prompt).
+            dtype: Latent dtype.
+            generator: For the windows' starting noise.
+            num_inference_steps: Denoising steps per window.
+            extra_step_kwargs: Extra arguments of `scheduler.step`.
+            known: The prefix's latents, if any.
+            keep: Its per-frame keep weights.
+            callback_on_step_end: The step callback.
+            callback_on_step_end_tensor_inputs: Tensors for it.
+            melody: The piece's chromagram, if any.
+
+        Returns:
+            The piece's latents, `(total, latent_channels, num_frames)`.
+        """
         device = self._execution_device
+        window = self.latent_length(self.max_audio_length_in_s) if self.max_audio_length_in_s else num_frames
+        overlap_in_s = task.window_overlap_in_s
         overlap = window // 4 if overlap_in_s is None else self.latent_length(overlap_in_s)
-        boundaries = torch.cumsum(torch.tensor(seconds), 0).tolist()
+        boundaries = torch.cumsum(torch.tensor(task.segment_seconds), 0).tolist()
         ends = [min(num_frames, self.latent_length(b)) for b in boundaries]
         segments = [Segment(i, 0 if i == 0 else ends[i - 1], end) for i, end in enumerate(ends)]
         prefix = 0 if keep is None else int(keep[0, 0].sum())
@@ -689,12 +685,10 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         if prefix:
             result[..., :prefix] = known[..., :prefix]
         plan = plan_windows(segments, window, overlap, start=prefix)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        self._num_timesteps = len(self.scheduler.timesteps)
         hop, rate = vae_utils.vae_hop_length(self.vae), self.sample_rate
         with self.progress_bar(total=len(plan) * self._num_timesteps) as progress_bar:
             for index, w in enumerate(plan):
-                self.scheduler.set_timesteps(num_inference_steps, device=device)
+                self.scheduler.set_timesteps(num_inference_steps, device=device)  # multistep solvers start afresh
                 start = self.prepare_latents(total, w.frames, dtype, device, generator)
                 window_known = window_keep = None
                 if w.context:
@@ -706,16 +700,16 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
                     window_keep[..., : w.context] = weights.to(device, dtype)
                 latents = self.denoise(
                     start,
-                    texts[w.prompt],
-                    self.scheduler.timesteps,
-                    w.frames * hop / rate,
-                    extra_step_kwargs,
-                    progress_bar,
-                    window_known,
-                    window_keep,
-                    start / self.init_noise_sigma,
-                    callback_on_step_end,
-                    callback_on_step_end_tensor_inputs,
+                    text=texts[w.prompt],
+                    timesteps=self.scheduler.timesteps,
+                    seconds=w.frames * hop / rate,
+                    extra_step_kwargs=extra_step_kwargs,
+                    progress_bar=progress_bar,
+                    known=window_known,
+                    keep=window_keep,
+                    noise=start / self.init_noise_sigma,
+                    callback_on_step_end=callback_on_step_end,
+                    callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
                     step_offset=index * self._num_timesteps,
                     melody=None if melody is None else melody[..., w.start : w.start + w.frames],
                 )
@@ -725,15 +719,20 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
     def decode_latents(self, latents: torch.Tensor, num_samples: int) -> torch.Tensor:
         """Unscale latents, decode them to `(batch, channels, samples)` and crop to the asked length.
 
-        An `AudioAutoencoder` decodes a clip longer than the U-Net's window chunk by chunk, so memory stays
-        bounded however long the piece."""
+        An `AudioAutoencoder` decodes a clip longer than the U-Net's window in windows of its `chunk_size` frames
+        (with `chunk_context` on each side, see `vae_utils.decode_in_windows`), so memory stays bounded however
+        long the piece; the autoencoder itself is left as it is.
+
+        Args:
+            latents: Scaled latents, `(batch, latent_channels, frames)`.
+            num_samples: Samples of the output.
+
+        Returns:
+            The audio.
+        """
         latents = vae_utils.unscale_latents(self.vae, latents.to(self.vae.dtype))
         long = self.max_audio_length_in_s is not None and num_samples > self.max_audio_length_in_s * self.sample_rate
-        chunk = long and isinstance(self.vae, AudioAutoencoder) and not self.vae.use_chunking
-        if chunk:
-            self.vae.enable_chunking()
-        try:
-            return vae_utils.decode(self.vae, latents, num_samples)
-        finally:
-            if chunk:
-                self.vae.disable_chunking()
+        if long and isinstance(self.vae, AudioAutoencoder):
+            config = self.vae.config
+            return vae_utils.decode_in_windows(self.vae, latents, num_samples, config.chunk_size, config.chunk_context)
+        return vae_utils.decode(self.vae, latents, num_samples)

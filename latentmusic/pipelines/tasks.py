@@ -5,6 +5,9 @@ weight* in [0, 1] (1 = keep the known latent, 0 = generate). Continuation keeps 
 everything outside the masked ranges, long-form generation keeps the end of the previous window (fading out,
 which crossfades the windows in latent space), and story mode is long-form generation whose windows take
 their prompt from the segment they fall in.
+
+`GenerationTask.build` reads a pipeline call's arguments into one validated task object before any model work,
+so the rest of the call asks the task what to do (`task.kind`, `task.is_windowed`) instead of re-deriving it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,21 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from diffusers.utils import logging
+from einops import rearrange
 
 from ..audio import check_audio, resample, to_channels
+from .checks import MAX_SECONDS, check_audio_argument, check_real
+from .common import frames_for_samples, samples_for_seconds
 from .schedulers import is_flow_scheduler
+
+logger = logging.get_logger(__name__)
+
+TASK_KINDS = ("text-to-music", "continuation", "inpainting", "audio-to-audio", "long-form", "story")
 
 
 def prepare_audio(
@@ -92,7 +104,7 @@ def keep_frames(regenerate: torch.Tensor, hop_length: int, num_frames: int) -> t
     padded = torch.ones(num_frames * hop_length, dtype=torch.bool)
     length = min(len(regenerate), len(padded))
     padded[:length] = regenerate[:length]
-    return (~padded.view(num_frames, hop_length).any(dim=1)).float()
+    return (~rearrange(padded, "(frames hop) -> frames hop", hop=hop_length).any(dim=1)).float()
 
 
 def fade_out(context: int, fade: int) -> torch.Tensor:
@@ -191,3 +203,194 @@ def plan_windows(segments: list[Segment], window: int, context: int, start: int 
             plan.append(Window(segment.prompt, filled - carried, carried, new))
             filled += new
     return plan
+
+
+@dataclass(frozen=True)
+class GenerationTask:
+    """What one pipeline call does, read from its arguments and validated before any model work.
+
+    Attributes:
+        kind: One of `TASK_KINDS`: `"text-to-music"`, `"continuation"` (`audio` is a prefix), `"inpainting"`
+            (`audio` with `mask`), `"audio-to-audio"` (`audio` with `strength`), `"long-form"` (longer than the
+            U-Net's window; may continue a prefix) or `"story"` (segments with their own prompts).
+        prompt: The prompt argument (for a story, its first segment's prompt).
+        audio_length_in_s: Length of each output clip in seconds.
+        segment_prompts: A story's prompts, one per segment; `None` otherwise.
+        segment_seconds: Each segment's length; one segment covering the clip when there is no story.
+        audio: The input audio as passed (`None` without).
+        audio_sample_rate: Its sample rate.
+        audio_seconds: Its length in seconds.
+        strength: Audio-to-audio strength, if any.
+        mask: What to regenerate when inpainting, if any.
+        window_overlap_in_s: Context between long-form windows (`None`: a quarter window).
+    """
+
+    kind: str
+    prompt: str | list[str] | None
+    audio_length_in_s: float
+    segment_prompts: list[str] | None = None
+    segment_seconds: tuple[float, ...] = ()
+    audio: Any = None
+    audio_sample_rate: int | None = None
+    audio_seconds: float | None = None
+    strength: float | None = None
+    mask: Any = None
+    window_overlap_in_s: float | None = None
+
+    @property
+    def is_windowed(self) -> bool:
+        """Generated window by window (long-form and story) rather than in one denoising loop."""
+        return self.kind in ("long-form", "story")
+
+    @property
+    def keeps_prefix(self) -> bool:
+        """The input audio is a prefix to continue (continuation, or a long-form piece with `audio=`)."""
+        return self.audio is not None and self.strength is None and self.mask is None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        prompt: str | list[str] | None,
+        story: Sequence | None,
+        audio_length_in_s: float | None,
+        audio: Any,
+        audio_sample_rate: int | None,
+        strength: float | None,
+        mask: Any,
+        window_overlap_in_s: float | None,
+        has_prompt_embeds: bool,
+        has_latents: bool,
+        num_prompts: int,
+        sample_rate: int,
+        hop_length: int,
+        max_audio_length_in_s: float | None,
+    ) -> GenerationTask:
+        """Read a call's arguments into a task, raising a `ValueError` that names the argument for bad input.
+
+        Args:
+            prompt: The call's `prompt`.
+            story: The call's `story` segments.
+            audio_length_in_s: The asked length (`None`: the input audio's, or the U-Net's window, or 10 s).
+            audio: The call's input audio.
+            audio_sample_rate: Its sample rate.
+            strength: The call's audio-to-audio strength.
+            mask: The call's inpainting mask.
+            window_overlap_in_s: Context between long-form windows.
+            has_prompt_embeds: `prompt_embeds` were given.
+            has_latents: Starting `latents` were given.
+            num_prompts: Prompts in the call (to match the input audio's batch).
+            sample_rate: The model's sample rate.
+            hop_length: Audio samples per latent frame.
+            max_audio_length_in_s: The U-Net's window (`None`: unbounded).
+
+        Returns:
+            The validated task.
+        """
+        segment_prompts = None
+        if story is not None:
+            if prompt is not None or has_prompt_embeds:
+                raise ValueError("pass either `story` segments or `prompt`/`prompt_embeds`, not both")
+            segment_prompts, seconds = parse_story(story)
+            if audio_length_in_s is not None and abs(audio_length_in_s - sum(seconds)) > 1e-6:
+                raise ValueError(
+                    f"audio_length_in_s={audio_length_in_s} differs from the story's {sum(seconds)} s; leave it unset"
+                )
+            audio_length_in_s, prompt = sum(seconds), segment_prompts[0]
+        audio_seconds = None
+        if audio is not None:
+            audio_seconds = check_audio_argument(audio, audio_sample_rate, "audio", "audio_sample_rate", num_prompts)
+            if audio_length_in_s is None:
+                if mask is None and strength is None:
+                    raise ValueError(
+                        f"continuation: pass audio_length_in_s longer than the prefix ({audio_seconds:.2f} s); "
+                        "or pass `mask=` (inpainting) or `strength=` (audio-to-audio)"
+                    )
+                audio_length_in_s = audio_seconds
+        elif audio_sample_rate is not None:
+            raise ValueError("audio_sample_rate is the rate of `audio`; pass the audio too, or leave it out")
+        if audio_length_in_s is None:
+            audio_length_in_s = max_audio_length_in_s or 10.0
+        check_real(audio_length_in_s, "audio_length_in_s", minimum=0.0, maximum=MAX_SECONDS, exclusive_minimum=True)
+        long = max_audio_length_in_s is not None and audio_length_in_s > max_audio_length_in_s + 1e-6
+        if story is not None:
+            kind = "story"
+        elif long:
+            kind = "long-form"
+        elif audio is None:
+            kind = "text-to-music"
+        elif mask is not None:
+            kind = "inpainting"
+        elif strength is not None:
+            kind = "audio-to-audio"
+        else:
+            kind = "continuation"
+        task = cls(
+            kind=kind,
+            prompt=prompt,
+            audio_length_in_s=audio_length_in_s,
+            segment_prompts=segment_prompts,
+            segment_seconds=tuple(seconds) if story is not None else (audio_length_in_s,),
+            audio=audio,
+            audio_sample_rate=audio_sample_rate,
+            audio_seconds=audio_seconds,
+            strength=strength,
+            mask=mask,
+            window_overlap_in_s=window_overlap_in_s,
+        )
+        task._check(has_latents, sample_rate, hop_length, max_audio_length_in_s)
+        return task
+
+    def _check(
+        self, has_latents: bool, sample_rate: int, hop_length: int, max_audio_length_in_s: float | None
+    ) -> None:
+        """The checks that need the whole task: lengths against the input audio and the window, story segments."""
+        audio_seconds, length = self.audio_seconds, self.audio_length_in_s
+        if self.window_overlap_in_s is not None:
+            window = max_audio_length_in_s or length
+            if not self.is_windowed:
+                logger.warning(
+                    f"window_overlap_in_s={self.window_overlap_in_s} has no effect: {length} s fits in one "
+                    f"{window} s window (it acts on long-form and story generation)"
+                )
+            check_real(self.window_overlap_in_s, "window_overlap_in_s", minimum=0.0)
+            if self.window_overlap_in_s >= window:
+                raise ValueError(
+                    f"window_overlap_in_s={self.window_overlap_in_s} must be shorter than the U-Net's {window} s "
+                    "window"
+                )
+        if audio_seconds is None and (self.strength is not None or self.mask is not None):
+            raise ValueError("`strength` and `mask` act on input audio; pass it as `audio=`")
+        if self.strength is not None:
+            check_real(self.strength, "strength", minimum=0.0, maximum=1.0, hint="0 keeps the input, 1 ignores it")
+        if self.mask is not None and audio_seconds is not None:
+            regenerate_mask(self.mask, samples_for_seconds(audio_seconds, sample_rate), sample_rate)
+        if self.keeps_prefix:
+            if length <= audio_seconds:
+                raise ValueError(
+                    f"continuation: the prefix ({audio_seconds:.2f} s) must be shorter than audio_length_in_s "
+                    f"({length} s); ask for a longer clip, or pass `mask=` or `strength=` to edit it"
+                )
+        elif audio_seconds is not None and abs(length - audio_seconds) > 1e-3:
+            raise ValueError(
+                f"inpainting and audio-to-audio keep the input's length ({audio_seconds:.2f} s); "
+                f"leave audio_length_in_s unset (got {length})"
+            )
+        if self.is_windowed and (self.mask is not None or self.strength is not None or has_latents):
+            raise ValueError(
+                f"`mask`, `strength` and `latents` work within one window of at most {max_audio_length_in_s} s "
+                "(no story); long-form generation and story mode take a prompt or segments and, optionally, a prefix"
+            )
+        if self.kind == "story":
+            # a segment that ends in the same latent frame as the one before would have no frames: its prompt unused
+            ends = [
+                frames_for_samples(samples_for_seconds(end, sample_rate), hop_length)
+                for end in np.cumsum(self.segment_seconds)
+            ]
+            for index, (start, end) in enumerate(zip([0, *ends], ends)):
+                if end <= start:
+                    raise ValueError(
+                        f"story segment {index} ({self.segment_prompts[index]!r}, {self.segment_seconds[index]} s) is "
+                        f"shorter than one latent frame ({hop_length / sample_rate:.3f} s), so its prompt would never "
+                        "be heard; make it longer"
+                    )

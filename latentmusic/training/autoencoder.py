@@ -18,7 +18,7 @@ from diffusers.training_utils import EMAModel
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from ..data.dataset import AudioCaptionDataset, collate
+from ..data.datasets import AudioCaptionDataset, collate
 from ..evaluation.reconstruction import reconstruction_metrics
 from ..models import AudioAutoencoder, compute_latent_statistics, vae_utils
 from ..models.discriminators import MultiDiscriminator

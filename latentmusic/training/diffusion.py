@@ -18,9 +18,10 @@ from diffusers.training_utils import EMAModel
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from ..data.dataset import LatentDataset, collate, encode_folder
+from ..data.datasets import LatentDataset, collate
+from ..data.latent_cache import encode_folder
 from ..melody import PITCH_CLASSES, melody_chroma
-from ..models import UNet1DConditionModel, vae_utils
+from ..models import UNet1DConditionModel, conditioning, vae_utils
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_latent_music import LatentMusicPipeline
 from .lora import LoraTrainingConfig, add_lora_adapter, save_lora_outputs
@@ -109,16 +110,17 @@ def encode_latent_cache(vae, root: str | Path, cache: str | Path, progress: bool
 
     Clips already in the cache are skipped, so an interrupted encoding resumes and a second run with the
     same autoencoder reuses the cache. With `melody`, each clip's melody chromagram (12 channels, one-hot
-    dominant pitch class per latent frame) is stored after its latent channels.
+    dominant pitch class per latent frame) is stored beside its latents as `melody_chroma`.
     """
     sample_rate = vae_utils.vae_sample_rate(vae)
 
-    def encode(audio: torch.Tensor) -> torch.Tensor:
+    def encode(audio: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             latents = vae.encode(audio.unsqueeze(0).to(vae.device, vae.dtype)).latent_dist.mode()[0].float().cpu()
         if melody:
-            latents = torch.cat([latents, melody_chroma(audio, sample_rate, latents.shape[-1])])
-        return latents
+            chroma = melody_chroma(audio, sample_rate, latents.shape[-1])
+            return {"latents": latents, conditioning.MELODY_CHROMA: chroma}
+        return {"latents": latents}
 
     return encode_folder(
         root,
@@ -160,19 +162,17 @@ class DiffusionTrainer(Trainer):
         self.latent_rate = vae_utils.vae_sample_rate(vae) / vae_utils.vae_hop_length(vae)
         segment_frames = max(1, round(config.data.segment_seconds * self.latent_rate))
         self.latent_channels = latent_channels = vae_utils.vae_latent_channels(vae)
-        cached_channels = latent_channels + (PITCH_CLASSES if with_melody else 0)
-        common = dict(segment_frames=segment_frames, channels=cached_channels, seed=self.run_config.seed)
+        cached = {"latents": latent_channels, **({conditioning.MELODY_CHROMA: PITCH_CLASSES} if with_melody else {})}
+        common = dict(segment_frames=segment_frames, channels=cached, seed=self.run_config.seed)
         train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
         self.valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
-        # the pipeline's layout: [mask, masked latents] with masking, then the melody chromagram
-        extra_in_channels = (latent_channels + 1 if MaskingConfig.enabled(config.masking) else 0) + (
-            PITCH_CLASSES if with_melody else 0
+        # the U-Net's named conditioning inputs, which the pipeline reads from its config
+        self.conditioning_inputs = inputs = conditioning.conditioning_inputs(
+            latent_channels, masking=MaskingConfig.enabled(config.masking), melody=with_melody
         )
         if config.init_from:
-            tokenizer, text_encoder, unet = load_initial_components(
-                config.init_from, latent_channels, extra_in_channels
-            )
+            tokenizer, text_encoder, unet = load_initial_components(config.init_from, latent_channels, inputs)
             text_encoder.requires_grad_(bool(config.text_encoder.train))
         else:
             tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
@@ -182,7 +182,7 @@ class DiffusionTrainer(Trainer):
                     "in_channels": latent_channels,
                     "cross_attention_dim": text_width(text_encoder),
                     "use_timing_conditioning": True,
-                    "extra_in_channels": extra_in_channels,
+                    "conditioning_inputs": inputs,
                     "max_seconds": config.data.segment_seconds,
                 }
             )
@@ -213,37 +213,37 @@ class DiffusionTrainer(Trainer):
     ) -> torch.Tensor:
         """The training loss; without `tasks` (the generators of the masks and melody dropout) every example is
         plain generation (nothing kept, no melody)."""
-        config, device, latent_channels = self.config, self.accelerator.device, self.latent_channels
-        cached = batch["latents"].to(device)
-        latents = vae_utils.scale_latents(self.vae, cached[:, :latent_channels])
+        config, device = self.config, self.accelerator.device
+        latents = vae_utils.scale_latents(self.vae, batch["latents"].to(device))
         text = encode_text(self.tokenizer, self.text_encoder, captions, device, config.text_encoder.max_length)
         noised = noise_batch(self.train_scheduler, latents, noise, config.diffusion.snr_gamma or None)
         lengths = batch["padding_mask"].sum(-1)
         seconds_total = lengths.to(device) / self.latent_rate
         loss_mask = batch["padding_mask"].to(device)[:, None]
-        model_input = noised.noisy
+        keep = chroma = None
         if MaskingConfig.enabled(config.masking):
             probabilities = (config.masking.generation, config.masking.continuation, config.masking.inpainting)
             if tasks is None:
                 keep = torch.zeros_like(latents[:, :1])
             else:
                 keep = sample_keep_masks(lengths, latents.shape[-1], probabilities, tasks).to(latents)
-            model_input = torch.cat([noised.noisy, keep, latents * keep], dim=1)
             loss_mask = loss_mask * (1 - keep)  # learn what is generated; kept frames are given
         if self.with_melody:  # dropped for some examples (and in validation, which measures the text's effect)
             if tasks is None:
-                kept = torch.zeros(len(cached), 1, 1)
+                kept = torch.zeros(len(latents), 1, 1)
             else:
-                kept = draw(tasks, len(cached), lambda n, g: torch.rand(n, generator=g)) >= config.melody.dropout
-            kept = kept.view(-1, 1, 1).to(latents)
-            model_input = torch.cat([model_input, cached[:, latent_channels:] * kept], dim=1)
+                kept = draw(tasks, len(latents), lambda n, g: torch.rand(n, generator=g)) >= config.melody.dropout
+            chroma = batch[conditioning.MELODY_CHROMA].to(device) * kept.view(-1, 1, 1).to(latents)
+        extra = conditioning.build_conditioning(
+            self.conditioning_inputs, noised.noisy, keep=keep, known=latents, melody=chroma
+        )
+        model_input = noised.noisy if extra is None else torch.cat([noised.noisy, extra], dim=1)
         prediction = self.unet(
             model_input,
             noised.timesteps,
             encoder_hidden_states=text.hidden_states,
             encoder_attention_mask=text.attention_mask,
-            seconds_start=torch.zeros_like(seconds_total),
-            seconds_total=seconds_total,
+            **conditioning.timing_conditioning(seconds_total),
         ).sample
         return weighted_mse(prediction, noised, loss_mask)
 
@@ -307,14 +307,14 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
 
 
 def load_initial_components(
-    name_or_folder: str | Path, latent_channels: int, extra_in_channels: int
+    name_or_folder: str | Path, latent_channels: int, conditioning_inputs: dict[str, int]
 ) -> tuple[Any, torch.nn.Module, UNet1DConditionModel]:
     """The tokenizer, text encoder and U-Net of a saved pipeline, to fine-tune; checked against the run's layout.
 
     Args:
         name_or_folder: A `LatentMusicPipeline` folder or a shipped checkpoint's name.
         latent_channels: Latent channels of the run's autoencoder.
-        extra_in_channels: Conditioning channels the run's masking and melody settings give the U-Net.
+        conditioning_inputs: The conditioning inputs the run's masking and melody settings give the U-Net.
 
     Returns:
         A tuple of the tokenizer, the text encoder and the U-Net.
@@ -326,12 +326,12 @@ def load_initial_components(
     folder = pipeline_folder(name_or_folder)
     tokenizer, text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer")
     unet = UNet1DConditionModel.from_pretrained(folder / "unet")
-    found = (unet.config.in_channels, unet.config.extra_in_channels)
-    if found != (latent_channels, extra_in_channels):
+    found = (unet.config.in_channels, dict(unet.config.conditioning_inputs or {}))
+    if found != (latent_channels, conditioning_inputs):
         raise ValueError(
-            f"init_from={name_or_folder}: its U-Net takes {found[0]} latent and {found[1]} conditioning channels, but "
-            f"this run gives {latent_channels} and {extra_in_channels}; use the autoencoder it was trained on (vae=) "
-            "and its masking and melody settings"
+            f"init_from={name_or_folder}: its U-Net takes {found[0]} latent channels and the conditioning channels "
+            f"{found[1]}, but this run gives {latent_channels} and {conditioning_inputs}; use the autoencoder it was "
+            "trained on (vae=) and its masking and melody settings"
         )
     return tokenizer, text_encoder, unet
 

@@ -116,6 +116,7 @@ def noise_batch(
         sigmas = draw(generator, batch, lambda n, g: torch.rand(n, generator=g, device=where))
         sigmas = sigmas.to(device, latents.dtype)
         sigma = sigmas.view(-1, 1, 1)
+        # by hand: the scheduler's `scale_noise` looks sigmas up in its discrete schedule, and these are continuous
         noisy = (1 - sigma) * latents + sigma * noise
         return NoisedBatch(noisy, sigmas * num_train_timesteps, noise - latents, torch.ones_like(sigmas))
 

@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..data.dataset import read_metadata
+from ..data.index import read_metadata
 from .accelerator import make_accelerator, stream_seed
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .media import LossHistory

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModel, AutoTokenizer, ClapModel, ClapTextModel, T5Config, T5EncoderModel
 
 from ..checkpoints import resolve_pretrained
-from ..data.dataset import read_metadata
+from ..data.index import read_metadata
 from .tokenizer import build_caption_tokenizer
 
 

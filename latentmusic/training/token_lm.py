@@ -1,10 +1,9 @@
 """Training the MusicGen-style token LM over a frozen RVQ codec's codes (used by `recipes/train_token_lm.py`).
 
 The data set is tokenised once with the frozen codec (`encode_codes`) into a code cache on disk, reused by
-later runs: a `write_latent_cache` folder whose "latents" are the integer codes stored as float32 (exact up to
-2**24), read back with `LatentDataset` and rounded to long. `TokenLM` then learns next-token cross-entropy on
-crops of the codes given their captions, with captions dropped for classifier-free guidance. There is no EMA:
-the final pipeline uses the trained weights.
+later runs: a `write_latent_cache` folder holding each clip's integer `codes`, read back with `LatentDataset`.
+`TokenLM` then learns next-token cross-entropy on crops of the codes given their captions, with captions dropped
+for classifier-free guidance. There is no EMA: the final pipeline uses the trained weights.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from einops import repeat
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from ..data.dataset import LatentDataset, collate, encode_folder
+from ..data.datasets import LatentDataset, collate
+from ..data.latent_cache import encode_folder
 from ..models import AudioAutoencoder
 from ..models.token_lm import TokenLM
 from ..pipelines.common import encode_text
@@ -92,9 +92,9 @@ def encode_code_cache(codec: AudioAutoencoder, root: str | Path, cache: str | Pa
         The cache folder.
     """
 
-    def encode(audio: torch.Tensor) -> torch.Tensor:
+    def encode(audio: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            return codec.encode_codes(audio.unsqueeze(0).to(codec.device, codec.dtype))[0].float().cpu()
+            return {"codes": codec.encode_codes(audio.unsqueeze(0).to(codec.device, codec.dtype))[0].long().cpu()}
 
     config = codec.config
     return encode_folder(
@@ -150,7 +150,8 @@ class TokenLMTrainer(Trainer):
                 encode_code_cache(codec, config.data.root, cache, progress=self.run_config.progress_bar)
         segment_frames = max(1, round(config.data.segment_seconds * codec.latent_rate))
         quantizers = codec.bottleneck.num_quantizers
-        common = dict(segment_frames=segment_frames, channels=quantizers, seed=self.run_config.seed)
+        channels = {"codes": quantizers}
+        common = dict(segment_frames=segment_frames, channels=channels, seed=self.run_config.seed)
         train_set = LatentDataset(cache, split="train", caption_dropout=config.data.caption_dropout, **common)
         self.valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
@@ -176,7 +177,7 @@ class TokenLMTrainer(Trainer):
 
     def lm_loss(self, batch: dict[str, Any], captions: list[str]) -> torch.Tensor:
         device = self.accelerator.device
-        codes = batch["latents"][:, : self.num_codebooks].round().long().to(device)
+        codes = batch["codes"][:, : self.num_codebooks].to(device)
         text = encode_text(self.tokenizer, self.text_encoder, captions, device, self.config.text_encoder.max_length)
         mask = batch["padding_mask"].to(device)
         return masked_lm_loss(self.unwrap(self.lm), codes, mask, text, model=self.lm)

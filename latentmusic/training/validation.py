@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..data.dataset import LatentDataset, collate
+from ..data.datasets import LatentDataset, collate
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Training datasets: captioned audio clips, and latents pre-encoded from them.
+"""Training datasets: captioned audio clips from an audio folder, and crops of a latent cache.
 
 An audio folder (the rendered corpus, or your own) holds audio files and a ``metadata.jsonl`` at its
 root, one JSON object per line::
@@ -8,13 +8,7 @@ root, one JSON object per line::
 ``path`` is relative to the folder; ``captions`` may instead be a single ``"caption"`` (or ``"text"``)
 string; ``split`` is optional; any other keys are kept and returned as the item's ``metadata``. A
 ``metadata.csv`` with the same columns, or no index at all (a ``.txt`` caption beside each audio file), work
-too; see :mod:`latentmusic.data.index`.
-
-A latent cache, written by :func:`write_latent_cache`, mirrors that layout: one ``.safetensors`` file
-per clip holding ``latents`` of shape ``(channels, frames)`` (and its metadata line, so the cache can
-always be re-indexed from its files), a ``latents.jsonl`` index in the same format as
-``metadata.jsonl``, and ``latent_cache.json`` with ``latent_rate`` (frames per second),
-``scaling_factor`` and ``latent_channels``.
+too; see :mod:`latentmusic.data.index`. A latent cache (:mod:`latentmusic.data.latent_cache`) mirrors that layout.
 
 Random crops and caption choices draw from a ``torch.Generator`` seeded from ``(seed, epoch, index)``,
 so an item depends on neither the number of workers nor which worker loads it: runs are reproducible
@@ -23,11 +17,9 @@ and a resumed run sees exactly the data it would have seen.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,54 +28,17 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from ..audio import check_audio, crop_or_pad, resample, to_channels
-from .index import (
-    EXAMPLE_LINE,
-    METADATA_FILE,  # noqa: F401 - re-exported: the index's name
-    index_file,
-    parse_line,
-    read_audio_index,
-    read_jsonl_index,
-)
+from .index import EXAMPLE_LINE, Record, index_file, read_audio_index, read_jsonl_index
+from .latent_cache import LATENT_CONFIG_FILE, LATENTS_FILE, read_latent_config
 
-LATENTS_FILE = "latents.jsonl"
-LATENT_CONFIG_FILE = "latent_cache.json"
 CAPTION_CHOICES = ("random", "first")
 
 # Minimum margin (in output-rate periods) read beyond each edge of a crop before resampling: torchaudio's
 # default sinc filter reaches about 6 of them, so the crop's edges see real neighbours, not zero padding.
 _RESAMPLE_MARGIN = 16
-
-Record = dict[str, Any]
-Latents = torch.Tensor | Callable[[], torch.Tensor]
-
-
-def read_metadata(root_or_file: str | os.PathLike, split: str | None = None) -> list[Record]:
-    """Read and validate the index of an audio folder: ``metadata.jsonl``, ``metadata.csv``, or ``.txt`` captions
-    beside the audio files (see :mod:`latentmusic.data.index`).
-
-    Blank lines are skipped. Each record is the line's JSON object with ``captions`` set to its list of
-    captions (a ``caption`` or ``text`` string becomes a one-item list). Without any ``split``, one file in 20
-    (at least one) is marked ``"valid"`` and the rest ``"train"``.
-
-    Args:
-        root_or_file: The audio folder, or its index file itself; ``path`` values
-            are relative to the folder the file is in.
-        split: Keep only the records whose ``split`` equals this (e.g. ``"train"``); ``None`` keeps all.
-
-    Returns:
-        The records, in file order.
-
-    Raises:
-        FileNotFoundError: If the folder, or a file a selected record names, does not exist.
-        ValueError: If a line is not a JSON object with a ``path`` and captions (the message names the
-            file and line), an audio file has no caption, the folder has no audio, or no record has the
-            requested split.
-    """
-    return [record for _, record in read_audio_index(root_or_file, split)[1]]
 
 
 def collate(batch: Sequence[Record]) -> dict[str, Any]:
@@ -225,8 +180,9 @@ class AudioCaptionDataset(CaptionedDataset):
     - ``audio``: float32 ``(channels, segment_samples)``, zero-padded when the file is shorter;
     - ``padding_mask``: bool ``(segment_samples,)``, ``True`` where ``audio`` is real audio;
     - ``caption``: one of the record's captions, ``""`` when dropped (see :meth:`drop_caption`);
-    - ``seconds_start``, ``seconds_total``: the crop's start and the file's duration in seconds, the
-      timing conditioning of Stable Audio;
+    - ``crop_start_seconds``, ``source_seconds``: where the crop starts in its file and the file's duration, in
+      seconds (not the U-Net's timing conditioning, which describes the window denoised: see
+      :func:`latentmusic.models.conditioning.timing_conditioning`);
     - ``metadata``: the record (JSON-serialisable).
 
     Batch items with :func:`collate`.
@@ -299,14 +255,14 @@ class AudioCaptionDataset(CaptionedDataset):
         index = range(len(self))[index]
         record = self._records[index][1]
         rng = self._generator(index)
-        audio, padding_mask, seconds_start, seconds_total = self._read_crop(index, rng)
+        audio, padding_mask, crop_start_seconds, source_seconds = self._read_crop(index, rng)
         if self.transform is not None:
             audio = self.transform(audio)
         return {
             "audio": audio,
             "caption": self._caption(record, rng),
-            "seconds_start": seconds_start,
-            "seconds_total": seconds_total,
+            "crop_start_seconds": crop_start_seconds,
+            "source_seconds": source_seconds,
             "padding_mask": padding_mask,
             "metadata": dict(record),
         }
@@ -355,13 +311,13 @@ class AudioCaptionDataset(CaptionedDataset):
 
 
 class LatentDataset(CaptionedDataset):
-    """Crops of pre-encoded latents from a cache written by :func:`write_latent_cache`.
+    """Crops of pre-encoded tensors from a cache written by :func:`write_latent_cache`.
 
-    Items are dicts like those of :class:`AudioCaptionDataset`, with ``latents`` (float32
-    ``(channels, segment_frames)``, zero-padded) in place of ``audio`` and ``padding_mask`` over frames.
-    ``seconds_total`` is the clip's number of latent frames over ``latent_rate``. The latents are
-    returned as stored; multiply them by :attr:`scaling_factor` before diffusion, as diffusers' training
-    scripts do. Only the cropped frames are read from disk.
+    Items are dicts like those of :class:`AudioCaptionDataset`, with each of the cache's named tensors
+    (``latents`` as float32, integer ``codes`` as int64, ...; ``(channels, segment_frames)``, zero-padded) in place
+    of ``audio`` and ``padding_mask`` over frames. ``source_seconds`` is the clip's number of frames over
+    ``latent_rate``. The latents are returned as stored; multiply them by :attr:`scaling_factor` before diffusion,
+    as diffusers' training scripts do. Only the cropped frames are read from disk.
 
     Args:
         root: The cache folder.
@@ -371,13 +327,13 @@ class LatentDataset(CaptionedDataset):
         caption_dropout: Probability of replacing the caption by ``""``.
         caption_choice: ``"random"`` or ``"first"``, as for :class:`AudioCaptionDataset`.
         seed: Seeds the crops, caption choices and dropout (with the epoch and index).
-        channels: If given, the number of latent channels the model expects; a cache with another
-            number raises.
+        channels: If given, the tensors the model expects by name and channels (e.g. ``{"latents": 32}``); a
+            cache without one of them, or with another width, raises.
 
     Attributes:
         latent_rate: Latent frames per second of audio.
         scaling_factor: The autoencoder's latent scaling factor.
-        latent_channels: Channels of the stored latents.
+        channels: The stored tensors' names and channels.
     """
 
     def __init__(
@@ -389,268 +345,67 @@ class LatentDataset(CaptionedDataset):
         caption_dropout: float = 0.0,
         caption_choice: str = "random",
         seed: int = 0,
-        channels: int | None = None,
+        channels: dict[str, int] | None = None,
     ) -> None:
         if segment_frames is not None and segment_frames <= 0:
             raise ValueError(f"segment_frames must be positive (or None for whole clips), got {segment_frames}")
         root = Path(root)
-        config = _read_latent_config(root)
+        config = read_latent_config(root)
         records = read_jsonl_index(index_file(root, LATENTS_FILE), split)
         super().__init__(root, records, random_crop, caption_dropout, caption_choice, seed)
         self.segment_frames = segment_frames
         self.latent_rate = float(config["latent_rate"])
         self.scaling_factor = float(config["scaling_factor"])
-        self.latent_channels = config["latent_channels"]
-        if channels is not None and channels != self.latent_channels:
-            raise ValueError(
-                f"the latent cache {root} holds {self.latent_channels}-channel latents but channels={channels} "
-                "was asked for; encode the cache with the autoencoder the model is trained with"
-            )
-        for index, (_, record) in enumerate(self._records):
-            if record.get("latent_channels") != self.latent_channels:
+        self.channels = dict(config["channels"] or {})
+        for name, width in (channels or {}).items():
+            if self.channels.get(name) != width:
                 raise ValueError(
-                    f"{self._where(index)}: latents have {record.get('latent_channels')} channels, but "
-                    f"{LATENT_CONFIG_FILE} says {self.latent_channels}; all entries of a cache must come from "
-                    "one autoencoder: re-encode this clip or remove the line"
+                    f"the latent cache {root} holds {self.channels} but {name!r} with {width} channels was asked "
+                    "for; encode the cache with the autoencoder (and settings) the model is trained with"
+                )
+        for index, (_, record) in enumerate(self._records):
+            if record.get("channels") != self.channels:
+                raise ValueError(
+                    f"{self._where(index)}: holds {record.get('channels')}, but {LATENT_CONFIG_FILE} says "
+                    f"{self.channels}; all entries of a cache must come from one autoencoder: re-encode this clip "
+                    "or remove the line"
                 )
 
     def __getitem__(self, index: int) -> Record:
         index = range(len(self))[index]
         record = self._records[index][1]
         rng = self._generator(index)
-        latents, padding_mask, start, frames = self._read_crop(index, rng)
+        tensors, padding_mask, start, frames = self._read_crop(index, rng)
         return {
-            "latents": latents,
+            **tensors,
             "caption": self._caption(record, rng),
-            "seconds_start": start / self.latent_rate,
-            "seconds_total": frames / self.latent_rate,
+            "crop_start_seconds": start / self.latent_rate,
+            "source_seconds": frames / self.latent_rate,
             "padding_mask": padding_mask,
             "metadata": dict(record),
         }
 
-    def _read_crop(self, index: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    def _read_crop(self, index: int, rng: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor, int, int]:
         path = self.root / self._records[index][1]["path"]
         try:
             with safe_open(str(path), framework="pt") as file:
-                stored = file.get_slice("latents")
-                channels, frames = stored.get_shape()
-                if channels != self.latent_channels:
+                shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+                if {name: shape[0] for name, shape in shapes.items()} != self.channels:
                     raise ValueError(
-                        f"{self._where(index)}: {path} holds {channels}-channel latents, not "
-                        f"{self.latent_channels}; the file changed after indexing: re-run write_latent_cache"
+                        f"{self._where(index)}: {path} holds {shapes}, not {self.channels}; the file changed after "
+                        "indexing: re-run write_latent_cache"
                     )
+                frames = next(iter(shapes.values()))[1]
                 length = self.segment_frames or frames
                 start = self._crop_start(frames - length, rng)
-                latents = stored[:, start : start + length].float()
+                tensors = {}
+                for name in shapes:
+                    crop = file.get_slice(name)[:, start : start + length]
+                    tensors[name] = crop.float() if crop.is_floating_point() else crop.long()
         except SafetensorError as error:
             raise ValueError(
                 f"{self._where(index)}: could not read {path} ({error}); delete it and re-run write_latent_cache"
             ) from error
-        real = latents.shape[-1]
-        return F.pad(latents, (0, length - real)), torch.arange(length) < real, start, frames
-
-
-def write_latent_cache(
-    out_dir: str | os.PathLike,
-    records: Iterable[tuple[Record, Latents]],
-    latent_rate: float,
-    scaling_factor: float = 1.0,
-) -> int:
-    """Store encoded latents for :class:`LatentDataset`; resumable and safe to interrupt.
-
-    Each latent file is written to a temporary name and renamed when complete, and entries whose file
-    already exists are skipped, so re-running after an interruption finishes the job. To skip the
-    encoding too, give the latents as a function that computes them: it is only called for missing
-    entries. The ``latents.jsonl`` index is rebuilt from the files at the end, also when the loop fails;
-    when several processes write disjoint records to one cache, call this again once they have all
-    finished (with no records) to index everything.
-
-    Args:
-        out_dir: The cache folder (created if needed).
-        records: Pairs of a metadata record (with ``path`` and captions, as in ``metadata.jsonl``; it
-            names the file) and latents of shape ``(channels, frames)`` (float32/16) or a function
-            returning them.
-        latent_rate: Latent frames per second of audio.
-        scaling_factor: The autoencoder's latent scaling factor, stored for the training recipe.
-
-    Returns:
-        The number of latent files written (entries skipped as already present are not counted).
-
-    Raises:
-        ValueError: If a record has no ``path`` or captions or is not JSON-serialisable, latents are not a
-            finite ``(channels, frames)`` float tensor or have another channel count than the cache, or
-            ``latent_rate``/``scaling_factor`` differ from those the cache was started with.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config = _start_latent_config(out_dir, float(latent_rate), float(scaling_factor))
-    written = 0
-    try:
-        for metadata, latents in records:
-            entry = _latent_entry(metadata)
-            file = out_dir / _latent_file_name(entry["source_path"])
-            if file.exists():
-                continue
-            tensor = _check_latents(latents() if callable(latents) else latents, entry["source_path"])
-            if config["latent_channels"] is None:
-                config["latent_channels"] = tensor.shape[0]
-                _write_text_atomic(out_dir / LATENT_CONFIG_FILE, json.dumps(config, indent=2))
-            elif tensor.shape[0] != config["latent_channels"]:
-                raise ValueError(
-                    f"latents for {entry['source_path']} have {tensor.shape[0]} channels but the cache {out_dir} "
-                    f"holds {config['latent_channels']}-channel latents; use one autoencoder per cache"
-                )
-            file.parent.mkdir(parents=True, exist_ok=True)
-            partial = file.with_name(file.name + ".tmp")
-            save_file({"latents": tensor}, str(partial), metadata={"entry": json.dumps(entry)})
-            os.replace(partial, file)
-            written += 1
-    finally:
-        _write_latent_index(out_dir)
-    return written
-
-
-def _latent_entry(metadata: Record) -> Record:
-    """The index line stored in a latent file: the metadata, with its ``path`` kept as ``source_path``."""
-    if not isinstance(metadata, dict):
-        raise ValueError(f"a latent record's metadata must be a dict, got {type(metadata).__name__}")
-    where = f"latent cache record {metadata.get('path')!r}"
-    source = parse_line(json.dumps(metadata, default=_not_serialisable(where)), where)
-    entry = {key: value for key, value in source.items() if key != "path"}
-    entry["source_path"] = source["path"]
-    return entry
-
-
-def _not_serialisable(where: str) -> Callable[[Any], Any]:
-    def fail(value: Any) -> Any:
-        raise ValueError(
-            f"{where}: metadata must be JSON-serialisable, got a {type(value).__name__}; "
-            "convert tensors and arrays with .tolist() or float()"
-        )
-
-    return fail
-
-
-def _latent_file_name(source_path: str) -> str:
-    path = Path(source_path)
-    if path.is_absolute() or ".." in path.parts:
-        # Keep the file inside the cache whatever the source layout; the hash keeps names unique.
-        digest = hashlib.sha1(source_path.encode()).hexdigest()[:16]
-        return f"external/{digest}-{path.name}.safetensors"
-    # The full source name (suffix included) keeps song.wav and song.flac apart.
-    return f"{source_path}.safetensors"
-
-
-def _check_latents(latents: torch.Tensor, source: str) -> torch.Tensor:
-    latents = torch.as_tensor(latents).detach()
-    if latents.ndim != 2 or latents.numel() == 0 or not latents.is_floating_point():
-        raise ValueError(
-            f"latents for {source} must be a non-empty float tensor of shape (channels, frames), got "
-            f"{latents.dtype} of shape {tuple(latents.shape)}; drop the batch axis (latents[0])"
-        )
-    if not torch.isfinite(latents).all():
-        raise ValueError(f"latents for {source} contain NaN or Inf; check the autoencoder (e.g. fp16 overflow)")
-    return latents.cpu().contiguous()
-
-
-def _start_latent_config(out_dir: Path, latent_rate: float, scaling_factor: float) -> Record:
-    if latent_rate <= 0 or not math.isfinite(latent_rate):
-        raise ValueError(f"latent_rate must be a positive number of frames per second, got {latent_rate}")
-    if not math.isfinite(scaling_factor):
-        raise ValueError(f"scaling_factor must be finite, got {scaling_factor}")
-    config_file = out_dir / LATENT_CONFIG_FILE
-    if not config_file.exists():
-        config = {"latent_rate": latent_rate, "scaling_factor": scaling_factor, "latent_channels": None}
-        _write_text_atomic(config_file, json.dumps(config, indent=2))
-        return config
-    config = _read_latent_config(out_dir)
-    if (config["latent_rate"], config["scaling_factor"]) != (latent_rate, scaling_factor):
-        raise ValueError(
-            f"the latent cache {out_dir} was written with latent_rate={config['latent_rate']} and "
-            f"scaling_factor={config['scaling_factor']}, not {latent_rate} and {scaling_factor}; "
-            "write to a new folder or delete this one"
-        )
-    return config
-
-
-def _read_latent_config(root: Path) -> Record:
-    config_file = root / LATENT_CONFIG_FILE
-    if not config_file.is_file():
-        raise FileNotFoundError(
-            f"{root} is not a latent cache ({LATENT_CONFIG_FILE} missing); write one with write_latent_cache"
-        )
-    try:
-        config = json.loads(config_file.read_text())
-        return {key: config[key] for key in ("latent_rate", "scaling_factor", "latent_channels")}
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(
-            f"{config_file} is corrupt ({type(error).__name__}: {error}); delete the cache and write it again"
-        ) from None
-
-
-def _write_latent_index(out_dir: Path) -> None:
-    lines = []
-    for file in sorted(out_dir.rglob("*.safetensors")):
-        try:
-            with safe_open(str(file), framework="pt") as stored:
-                entry = json.loads((stored.metadata() or {})["entry"])
-                channels, frames = stored.get_slice("latents").get_shape()
-        except (SafetensorError, KeyError, ValueError) as error:
-            raise ValueError(
-                f"{file} in the latent cache was not written by write_latent_cache or is corrupt "
-                f"({type(error).__name__}: {error}); delete it and run write_latent_cache again"
-            ) from error
-        path = file.relative_to(out_dir).as_posix()
-        lines.append(json.dumps({**entry, "path": path, "latent_channels": channels, "latent_frames": frames}))
-    _write_text_atomic(out_dir / LATENTS_FILE, "".join(line + "\n" for line in lines))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
-def encode_folder(
-    root: str | os.PathLike,
-    cache: str | os.PathLike,
-    encode: Callable[[torch.Tensor], torch.Tensor],
-    sample_rate: int,
-    channels: int,
-    latent_rate: float,
-    scaling_factor: float = 1.0,
-    progress: bool = True,
-    desc: str = "encoding",
-) -> Path:
-    """Encode every clip of an audio folder into a :func:`write_latent_cache` cache.
-
-    Clips already in the cache are skipped without being read, so an interrupted encoding resumes and a second
-    run reuses the cache.
-
-    Args:
-        root: Folder with ``metadata.jsonl`` and the audio it names.
-        cache: The cache folder (created if needed).
-        encode: Maps a clip ``(channels, samples)`` at ``sample_rate`` to ``(cache channels, frames)``.
-        sample_rate: Rate the clips are loaded at.
-        channels: Channels the clips are loaded with.
-        latent_rate: Frames per second of the encodings.
-        scaling_factor: Stored with the cache for the training recipe.
-        progress: Show a progress bar.
-        desc: The progress bar's label.
-
-    Returns:
-        The cache folder.
-    """
-    from tqdm.auto import tqdm
-
-    from ..audio import load_audio
-
-    records = read_metadata(root)
-
-    def lazily(path: Path) -> Callable[[], torch.Tensor]:
-        return lambda: encode(load_audio(path, sample_rate=sample_rate, channels=channels)[0])
-
-    items = ((record, lazily(Path(root) / record["path"])) for record in records)
-    items = tqdm(items, total=len(records), desc=desc, disable=not progress)
-    write_latent_cache(cache, items, latent_rate=latent_rate, scaling_factor=scaling_factor)
-    return Path(cache)
+        real = next(iter(tensors.values())).shape[-1]
+        padded = {name: F.pad(tensor, (0, length - real)) for name, tensor in tensors.items()}
+        return padded, torch.arange(length) < real, start, frames
