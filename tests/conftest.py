@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import T5Config, T5EncoderModel
@@ -90,3 +93,12 @@ def corpus_dir(tmp_path_factory):
         progress=False,
     )
     return root
+
+
+def load_benchmark(name: str):
+    """The script `benchmarks/<name>.py` as a module (benchmarks are scripts, not a package)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

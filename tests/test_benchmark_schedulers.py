@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from argparse import Namespace
 from pathlib import Path
@@ -11,16 +10,11 @@ import numpy as np
 
 from latentmusic.audio import save_audio
 
-from .conftest import make_tiny_pipe
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "schedulers.py"
+from .conftest import load_benchmark, make_tiny_pipe
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_schedulers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("schedulers")
 
 
 def fake_corpus(root: Path) -> Path:

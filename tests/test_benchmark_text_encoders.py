@@ -4,9 +4,6 @@ prompt and the batch."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from latentmusic.data.captions import make_captions
@@ -14,16 +11,11 @@ from latentmusic.data.corpus import INSTRUMENTS
 from latentmusic.training.objectives import make_training_scheduler
 from latentmusic.training.tokenizer import build_caption_tokenizer
 
-from .conftest import CAPTIONS, make_tiny_pipe
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "text_encoders.py"
+from .conftest import CAPTIONS, load_benchmark, make_tiny_pipe
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_text_encoders", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("text_encoders")
 
 
 def record(instrument, genre="chorale", bpm=125, tonic="F#", mode="major"):

@@ -19,18 +19,25 @@ from torch import nn
 from .rvq import ResidualVQBottleneck
 
 
-class GaussianBottleneck(nn.Module):
-    """The encoder emits a mean and a log-variance per latent channel; the latents are a diagonal Gaussian.
+class _ContinuousBottleneck(nn.Module):
+    """A bottleneck without parameters that reads `channels_per_latent` encoder channels per latent channel.
 
     Args:
         latent_channels: Channels of the latents.
     """
 
     is_codec = False
+    channels_per_latent = 1
 
     def __init__(self, latent_channels: int) -> None:
         super().__init__()
-        self.in_channels = 2 * latent_channels
+        self.in_channels = self.channels_per_latent * latent_channels  # what the encoder must emit
+
+
+class GaussianBottleneck(_ContinuousBottleneck):
+    """The encoder emits a mean and a log-variance per latent channel; the latents are a diagonal Gaussian."""
+
+    channels_per_latent = 2
 
     def forward(self, moments: torch.Tensor) -> DiagonalGaussianDistribution:
         """The distribution of `moments` `(batch, 2 * latent_channels, frames)`: means, then log-variances.
@@ -44,18 +51,8 @@ class GaussianBottleneck(nn.Module):
         return DiagonalGaussianDistribution(moments)
 
 
-class PlainBottleneck(nn.Module):
-    """The encoder's output is the latents, as a point mass (zero KL).
-
-    Args:
-        latent_channels: Channels of the latents.
-    """
-
-    is_codec = False
-
-    def __init__(self, latent_channels: int) -> None:
-        super().__init__()
-        self.in_channels = latent_channels
+class PlainBottleneck(_ContinuousBottleneck):
+    """The encoder's output is the latents, as a point mass (zero KL)."""
 
     def forward(self, latents: torch.Tensor) -> DiagonalGaussianDistribution:
         """A deterministic distribution on `latents` `(batch, latent_channels, frames)`.

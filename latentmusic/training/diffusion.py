@@ -25,10 +25,9 @@ from ..models import UNet1DConditionModel, conditioning, vae_utils
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_latent_music import LatentMusicPipeline
 from .lora import LoraTrainingConfig, add_lora_adapter, save_lora_outputs
-from .media import log_audio_samples
 from .objectives import OBJECTIVES, draw, make_training_scheduler, noise_batch, sample_keep_masks, weighted_mse
 from .optimizer import make_optimizer
-from .runner import OptimConfig, RunConfig, Trainer, make_lr_scheduler
+from .runner import OptimConfig, RunConfig, SampleConfig, Trainer, make_lr_scheduler
 from .text_conditioning import TextEncoderConfig, load_text_encoder, pipeline_folder, prepare_text_encoder, text_width
 from .validation import caption_gap_losses
 
@@ -77,11 +76,8 @@ class MelodyConfig:
 
 
 @dataclass
-class SampleConfig:
-    prompts: list[str] = field(default_factory=lambda: ["a Bach chorale played by a string ensemble"])
-    seconds: float = 4.0
+class DiffusionSampleConfig(SampleConfig):
     steps: int = 25
-    guidance_scale: float = 3.0
 
 
 @dataclass
@@ -101,7 +97,7 @@ class DiffusionTrainingConfig:
     lora: LoraTrainingConfig = field(default_factory=LoraTrainingConfig)  # rank > 0: train only a LoRA adapter
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/diffusion"))
-    sample: SampleConfig = field(default_factory=SampleConfig)
+    sample: DiffusionSampleConfig = field(default_factory=DiffusionSampleConfig)
     valid_batches: int = 2  # validation batches (fixed crops, fixed noise) per evaluation
 
 
@@ -277,7 +273,7 @@ class DiffusionTrainer(Trainer):
         )
 
     def sample(self) -> None:
-        log_samples(self.pipeline(), self.accelerator, self.step, self.config.sample, self.output_dir)
+        self.log_prompt_samples(self.pipeline(), num_inference_steps=self.config.sample.steps)
 
     def adapt_model(self, model: torch.nn.Module) -> torch.nn.Module:
         # with lora.rank > 0 only a LoRA adapter of the U-Net trains (the optimiser takes only trainable weights)
@@ -349,17 +345,3 @@ def make_pipeline(vae, text_encoder, tokenizer, unet, ema: EMAModel, train_sched
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def log_samples(pipe: LatentMusicPipeline, accelerator, step: int, sample, output_dir: Path) -> None:
-    seconds = min(sample.seconds, pipe.max_audio_length_in_s or sample.seconds)
-    audios = pipe(
-        list(sample.prompts),
-        audio_length_in_s=seconds,
-        num_inference_steps=sample.steps,
-        guidance_scale=sample.guidance_scale,
-        generator=torch.Generator().manual_seed(0),
-        output_type="pt",
-    ).audios
-    named = {f"prompt{i}": audio for i, audio in enumerate(audios)}
-    log_audio_samples(accelerator, step, named, pipe.sample_rate, output_dir)

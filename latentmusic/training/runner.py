@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from ..data.index import read_metadata
 from .accelerator import make_accelerator, stream_seed
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from .media import LossHistory
+from .media import LossHistory, log_audio_samples
 
 LR_SCHEDULERS = tuple(kind.value for kind in SchedulerType if kind.value != "piecewise_constant")
 
@@ -78,6 +78,15 @@ class OptimConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0  # max gradient norm (0: no clipping)
     ema_decay: float = 0.999  # EMA of the trained weights, used for samples and the final model
+
+
+@dataclass
+class SampleConfig:
+    """What the recipes generate during training to listen to (`run.sample_every`)."""
+
+    prompts: list[str] = field(default_factory=lambda: ["a Bach chorale played by a string ensemble"])
+    seconds: float = 4.0
+    guidance_scale: float = 3.0
 
 
 def make_lr_scheduler(
@@ -210,6 +219,29 @@ class Trainer:
         if self.accelerator.is_main_process:
             pipe.save_pretrained(folder)
         return folder
+
+    def log_prompt_samples(self, pipe: Any, **call_kwargs: Any) -> Path:
+        """Generate the `sample` section's prompts with `pipe` (seed 0, so every step's samples compare) and save
+        them as FLAC plus a spectrogram picture under `<output_dir>/samples/` (TensorBoard too, when on).
+
+        Args:
+            pipe: The current pipeline.
+            **call_kwargs: More arguments of the pipeline's call (steps, `top_k`, ...).
+
+        Returns:
+            The path of the spectrogram picture.
+        """
+        sample = self.config.sample
+        audios = pipe(
+            list(sample.prompts),
+            audio_length_in_s=min(sample.seconds, getattr(pipe, "max_audio_length_in_s", None) or sample.seconds),
+            guidance_scale=sample.guidance_scale,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+            **call_kwargs,
+        ).audios
+        named = {f"prompt{i}": audio for i, audio in enumerate(audios)}
+        return log_audio_samples(self.accelerator, self.step, named, pipe.sample_rate, self.output_dir)
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model)

@@ -24,9 +24,8 @@ from ..models import AudioAutoencoder
 from ..models.token_lm import TokenLM
 from ..pipelines.common import encode_text
 from ..pipelines.pipeline_token_music import TokenMusicPipeline
-from .media import log_audio_samples
 from .optimizer import make_optimizer
-from .runner import OptimConfig, RunConfig, Trainer, make_lr_scheduler
+from .runner import OptimConfig, RunConfig, SampleConfig, Trainer, make_lr_scheduler
 from .text_conditioning import TextEncoderConfig, prepare_text_encoder, text_width
 from .validation import caption_gap_losses
 
@@ -42,10 +41,7 @@ class TokenLMDataConfig:
 
 
 @dataclass
-class TokenSampleConfig:
-    prompts: list[str] = field(default_factory=lambda: ["a Bach chorale played by a string ensemble"])
-    seconds: float = 4.0
-    guidance_scale: float = 3.0
+class TokenSampleConfig(SampleConfig):
     top_k: int = 250
 
 
@@ -200,7 +196,7 @@ class TokenLMTrainer(Trainer):
         return make_pipeline(self.codec, self.text_encoder, self.tokenizer, self.unwrap(self.lm))
 
     def sample(self) -> None:
-        log_samples(self.pipeline(), self.accelerator, self.step, self.config.sample, self.output_dir)
+        self.log_prompt_samples(self.pipeline(), top_k=self.config.sample.top_k)
 
     def save(self) -> Path:
         return self.save_pipeline(self.pipeline())
@@ -232,25 +228,3 @@ def make_pipeline(codec: AudioAutoencoder, text_encoder: Any, tokenizer: Any, lm
     pipe = TokenMusicPipeline(codec=codec, text_encoder=text_encoder.eval(), tokenizer=tokenizer, lm=lm.eval())
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def log_samples(pipe: TokenMusicPipeline, accelerator: Any, step: int, sample: Any, output_dir: Path) -> None:
-    """Generate the sample prompts and log them with spectrograms.
-
-    Args:
-        pipe: The current pipeline.
-        accelerator: The run's `Accelerator`.
-        step: The training step.
-        sample: The `sample` section of the config.
-        output_dir: The run's folder.
-    """
-    audios = pipe(
-        list(sample.prompts),
-        audio_length_in_s=sample.seconds,
-        guidance_scale=sample.guidance_scale,
-        top_k=sample.top_k,
-        generator=torch.Generator().manual_seed(0),
-        output_type="pt",
-    ).audios
-    named = {f"prompt{i}": audio for i, audio in enumerate(audios)}
-    log_audio_samples(accelerator, step, named, pipe.sample_rate, output_dir)
