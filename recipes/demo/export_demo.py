@@ -56,6 +56,9 @@ def main() -> None:
         if half:
             pipe.to(torch.float16)
         pipe.save_pretrained(folder, safe_serialization=True)
+        if half:  # transformers writes the stored dtype into config.json and would load float16 from it
+            for config in folder.glob("*/config.json"):
+                config.write_text(config.read_text().replace('"dtype": "float16"', '"dtype": "float32"'))
         print(f"{name}: {folder} ({size_mb(folder):.1f} MB{', float16' if half else ''})")
     total = sum(size_mb(FOLDER / SHIPPED[name]) for name in SHIPPED if (FOLDER / SHIPPED[name]).is_dir())
     if total > BUDGET_MB:
