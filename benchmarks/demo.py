@@ -18,6 +18,7 @@ standardised; real clips are left out of their own centroid), and seconds of com
 
     python benchmarks/demo.py                                  # the shipped checkpoints on data/demo's test split
     python benchmarks/demo.py --diffusion outputs/demo/diffusion/pipeline --token outputs/demo/token-lm/pipeline
+    python benchmarks/demo.py --v1 /tmp/demo_v1/latentmusic/checkpoints/demo   # the shipped demo beside an earlier one
 """
 
 from __future__ import annotations
@@ -178,6 +179,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--diffusion", default="latentmusic/demo", help="LatentMusicPipeline folder or name")
     parser.add_argument("--token", default="latentmusic/demo-token-lm", help="TokenMusicPipeline folder or name")
+    parser.add_argument(
+        "--v1",
+        default="",
+        help="an earlier diffusion demo's folder, scored in the same run as a 'diffusion v1' row (e.g. extracted "
+        "with `git archive <commit> latentmusic/checkpoints/demo | tar -x -C /tmp/demo_v1`)",
+    )
     parser.add_argument("--corpus", default="data/demo", help="the rendered corpus (its test split is used)")
     parser.add_argument("--clips", type=int, default=48, help="test renditions at most")
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -212,6 +219,10 @@ def main() -> None:
         score("real → VAE", through_vae, records, reference, reference_vectors, None, args.tempo_backend),
     ]
     candidates = [("diffusion", diffusion), ("untrained", untrained_copy(diffusion))]
+    if args.v1:
+        earlier = LatentMusicPipeline.from_pretrained(args.v1)
+        earlier.set_progress_bar_config(disable=True)
+        candidates.insert(1, ("diffusion v1", earlier))
     if args.token:
         token = TokenMusicPipeline.from_pretrained(args.token)
         token.set_progress_bar_config(disable=True)

@@ -240,8 +240,36 @@ def run_benchmark(pipe: LatentMusicPipeline, args, pairs, reference: EmbeddingSt
     return rows
 
 
+def few_step_rows(pipe: LatentMusicPipeline, args, pairs, reference, rows: list[dict[str, Any]]) -> list[dict]:
+    """`--no-cfg-steps` rows: each scheduler at those step counts without classifier-free guidance (one U-Net
+    evaluation per step instead of two), with its Fréchet distance relative to the same scheduler's largest
+    `--steps` count with guidance (`fd_vs_most_steps`: 1.10 = 10 % worse)."""
+    rate, base, extra = pipe.sample_rate, pipe.scheduler, []
+    calls = [0]
+    hook = pipe.unet.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    names = list(dict.fromkeys(row["scheduler"] for row in rows if row["steps"] and "fd" in row))
+    for name in names:
+        most = max((row for row in rows if row["scheduler"] == name and "fd" in row), key=lambda row: row["steps"])
+        for steps in args.no_cfg_steps:
+            pipe.scheduler = make_scheduler(name, base)
+            calls[0] = 0
+            start = time.perf_counter()
+            audios = generate(pipe, pairs, args.seconds, steps, 1.0, args.seed)
+            row = {"scheduler": name, "steps": steps, "guidance": 1.0, "nfe": calls[0]}
+            row["s_per_clip"] = (time.perf_counter() - start) / len(pairs)
+            row.update(score(audios, rate, pairs, reference))
+            row["fd_vs_most_steps"] = row["fd"] / most["fd"]
+            row["compared_with"] = f"{name}, {most['steps']} steps, guidance {args.guidance:g}"
+            extra.append(row)
+            print(" | ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    hook.remove()
+    pipe.scheduler = base
+    return extra
+
+
 def best_per_budget(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The lowest-FD scheduler at each step count (ties: the faster one)."""
+    """The lowest-FD scheduler at each step count (ties: the faster one), with guidance (no `--no-cfg-steps` rows)."""
+    rows = [row for row in rows if "fd_vs_most_steps" not in row]
     best = []
     for steps in sorted({row["steps"] for row in rows if row["steps"] and "fd" in row}):
         candidates = [row for row in rows if row["steps"] == steps and "fd" in row]
@@ -263,6 +291,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [row for row in rows if "fd_vs_most_steps" not in row]  # the guided runs only
     fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
     names = [name for name in dict.fromkeys(row["scheduler"] for row in rows) if name != "test audio"]
     cmap = plt.get_cmap("tab10")
@@ -311,6 +340,13 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=8, help="prompts (test-split captions), one clip each")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each clip")
     parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--no-cfg-steps",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also these step counts without guidance, each compared with its scheduler's largest --steps count",
+    )
     parser.add_argument("--seed", type=int, default=0, help="clip i uses seed + i")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared machine)")
     parser.add_argument("--out", default="benchmarks/results/schedulers.json")
@@ -340,7 +376,13 @@ def main() -> None:
     reference = reference_statistics(Path(args.data), work)
 
     rows = run_benchmark(pipe, args, pairs, reference)
-    columns = ["scheduler", "steps", "nfe", "s_per_clip", "fd", "tempo_acc", "tempo_octave_err"]
+    for row in rows:
+        row.setdefault("guidance", args.guidance if row["steps"] else None)
+    if args.no_cfg_steps:
+        rows += few_step_rows(pipe, args, pairs, reference, rows)
+    columns = ["scheduler", "steps", "guidance", "nfe", "s_per_clip", "fd", "tempo_acc", "tempo_octave_err"]
+    if args.no_cfg_steps:
+        columns.append("fd_vs_most_steps")
     print()
     print_table(rows, columns)
     best = best_per_budget(rows)

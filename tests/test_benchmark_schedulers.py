@@ -61,3 +61,12 @@ def test_scheduler_benchmark_scores_each_scheduler_and_plots(tmp_path):
     assert [row["steps"] for row in best] == [2, 3]
     png = bench.plot(rows, tmp_path / "plot.png", "tiny")
     assert png.stat().st_size > 0
+
+    # --no-cfg-steps: the same schedulers without guidance, each against its own largest step count with guidance
+    args.no_cfg_steps = [2]
+    extra = bench.few_step_rows(make_tiny_pipe(), args, pairs, reference, rows)
+    assert [(row["scheduler"], row["steps"], row["guidance"]) for row in extra] == [("ddim", 2, 1.0), ("heun", 2, 1.0)]
+    assert extra[0]["nfe"] == 2
+    assert extra[0]["fd_vs_most_steps"] == extra[0]["fd"] / rows[2]["fd"]
+    assert extra[0]["fd"] != rows[1]["fd"]  # guidance changes the clips
+    assert bench.best_per_budget(rows + extra) == best

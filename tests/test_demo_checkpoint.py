@@ -55,7 +55,9 @@ def test_struck_and_plucked_instruments_decay_where_bowed_and_organ_tones_sustai
     marimba (struck) or a nylon-string guitar (plucked) has a more percussive loudness envelope than the same reel
     asked of a string ensemble or a church organ (sustained), for each of 8 seeds (a sign test: chance would give
     this once in 256 draws per pair), and by a wide margin on average. (Key and tempo are not followed this well
-    yet, and neither are the subtler pairs, flute against harp: see docs/model-card.md.)"""
+    yet, in v2 either: with the same seeds, a chorale asked in C, F# or Eb major or A minor comes out in one key,
+    and 60 against 150 BPM moves the estimated tempo and note density for some instruments only; so no key or
+    tempo assertion here. Neither are the subtler pairs, flute against harp: see docs/model-card.md.)"""
     seeds = range(8)
     pairs = (("marimba", "string ensemble"), ("nylon-string guitar", "church organ"))
     for struck_instrument, sustained_instrument in pairs:

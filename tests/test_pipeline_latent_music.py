@@ -191,6 +191,13 @@ def test_a_flow_matching_model_samples_along_its_velocity_field():
     for seed in (0, 1):
         latents = run(pipe, seed=seed, num_inference_steps=6, output_type="latent")
         torch.testing.assert_close(latents, target, atol=1e-4, rtol=1e-4)
+    # Heun's second-order steps and ping-pong's predict-the-clean-latents-then-re-noise steps land there too
+    base = pipe.scheduler
+    for name in ("flow-heun", "flow-pingpong"):
+        pipe.scheduler = make_scheduler(name, base)
+        latents = run(pipe, seed=2, num_inference_steps=4, output_type="latent")
+        torch.testing.assert_close(latents, target, atol=1e-4, rtol=1e-4, msg=name)
+    pipe.scheduler = base
     pipe.unet.forward = predict
     audio = run(pipe, seed=3, num_inference_steps=4)
     assert np.isfinite(audio).all()

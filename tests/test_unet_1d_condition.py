@@ -184,6 +184,36 @@ def test_global_cond_changes_the_output_and_none_means_zeros():
     assert not torch.allclose(predict(model, **args), conditioned, atol=1e-4)
 
 
+def test_pooled_text_conditioning_adds_the_masked_mean_of_the_text_to_every_block():
+    model = make_unet(pooled_text_conditioning=True)
+    args = inputs()
+    mask = torch.ones(BATCH, TEXT_LEN, dtype=torch.long)
+    mask[0, 3:] = 0
+    changed = args["encoder_hidden_states"].clone()
+    changed[mask == 0] = 100.0
+    masked = predict(model, **args, encoder_attention_mask=mask)
+    # padding stays out of the pooled vector too
+    assert torch.equal(
+        predict(model, **{**args, "encoder_hidden_states": changed}, encoder_attention_mask=mask), masked
+    )
+    # the embedding sees the mean over real tokens only: undoing its contribution by hand gives the model without it
+    seen = []
+    handle = model.pooled_text_embedding.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    predict(model, **args, encoder_attention_mask=mask)
+    handle.remove()
+    expected = args["encoder_hidden_states"][0, :3].mean(0)
+    torch.testing.assert_close(seen[0][0], expected)
+    with torch.no_grad():
+        model.pooled_text_embedding.linear_2.weight.zero_()
+        model.pooled_text_embedding.linear_2.bias.zero_()
+    assert not torch.allclose(predict(model, **args, encoder_attention_mask=mask), masked, atol=1e-4)
+    plain = make_unet()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    torch.testing.assert_close(
+        predict(plain, **args, encoder_attention_mask=mask), predict(model, **args, encoder_attention_mask=mask)
+    )
+
+
 def test_conditioning_inputs_are_required_after_the_latents():
     model = make_unet(conditioning_inputs={"mask": 1, "known_latents": IN_CHANNELS})
     args = inputs(channels=2 * IN_CHANNELS + 1)

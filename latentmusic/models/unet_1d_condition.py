@@ -400,6 +400,11 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
         freq_shift (`float`, defaults to 0.0): Frequency shift of the sinusoidal timestep embedding.
         global_cond_dim (`int`, defaults to 0): Width of an optional per-example vector (for example a
             melody or style embedding) projected and added to the conditioning embedding; 0 disables it.
+        pooled_text_conditioning (`bool`, defaults to `False`): Also condition every residual block on the text
+            as a whole: the attention-mask-weighted mean of `encoder_hidden_states`, through a small MLP, is
+            added to the conditioning embedding (as Stable Audio's global conditioning does beside
+            cross-attention), so that global attributes of the prompt (key, tempo, instrument) reach the
+            GroupNorm scale and shift of every block and not only the attention levels.
 
     Example:
         ```py
@@ -438,6 +443,7 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
         flip_sin_to_cos: bool = True,
         freq_shift: float = 0.0,
         global_cond_dim: int = 0,
+        pooled_text_conditioning: bool = False,
     ) -> None:
         super().__init__()
         block_out_channels = tuple(block_out_channels)
@@ -472,6 +478,8 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
         if global_cond_dim > 0:
             # no bias, so that a zero vector (the "no condition" value) contributes exactly nothing
             self.global_cond_proj = nn.Linear(global_cond_dim, temb_channels, bias=False)
+        if pooled_text_conditioning:
+            self.pooled_text_embedding = TimestepEmbedding(cross_attention_dim, temb_channels)
 
         self.conv_in = nn.Conv1d(in_channels + extra_in_channels, block_out_channels[0], kernel_size=3, padding=1)
 
@@ -581,6 +589,8 @@ class UNet1DConditionModel(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterM
         num_frames = sample.shape[-1]
 
         temb = self._embed_conditions(sample, timestep, seconds_start, seconds_total, global_cond)
+        if self.config.pooled_text_conditioning:
+            temb = temb + self.pooled_text_embedding(_masked_mean(encoder_hidden_states, encoder_attention_mask))
         encoder_attention_bias = None
         if encoder_attention_mask is not None:
             encoder_attention_bias = (1 - encoder_attention_mask.to(sample.dtype)) * _MASKED_LOGIT_BIAS
@@ -694,6 +704,14 @@ def _per_example(value: torch.Tensor | float | int, name: str, batch_size: int, 
             f"{batch_size}, got shape {tuple(values.shape)}"
         )
     return values.expand(batch_size)
+
+
+def _masked_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean over the tokens of `(batch, tokens, width)` hidden states, padding (mask 0) left out."""
+    if attention_mask is None:
+        return hidden_states.mean(dim=1)
+    weights = attention_mask.to(hidden_states.dtype)[:, :, None]
+    return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
 
 
 def _check_config(

@@ -20,6 +20,7 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    FlowMatchHeunDiscreteScheduler,
     HeunDiscreteScheduler,
     KDPM2DiscreteScheduler,
     LMSDiscreteScheduler,
@@ -45,9 +46,13 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "unipc": (UniPCMultistepScheduler, {}),
     "deis": (DEISMultistepScheduler, {}),
     "flow-euler": (FlowMatchEulerDiscreteScheduler, {}),
+    "flow-heun": (FlowMatchHeunDiscreteScheduler, {}),
+    # ping-pong sampling (Stable Audio 3, SAO Small): each step predicts the clean latents and re-noises them with
+    # fresh noise to the next noise level, instead of moving along the velocity; meant for few steps
+    "flow-pingpong": (FlowMatchEulerDiscreteScheduler, {"stochastic_sampling": True}),
 }
 
-FLOW_SCHEDULERS = (FlowMatchEulerDiscreteScheduler,)
+FLOW_SCHEDULERS = (FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler)
 
 logger = logging.get_logger(__name__)
 
