@@ -185,6 +185,14 @@ def main() -> None:
         help="an earlier diffusion demo's folder, scored in the same run as a 'diffusion v1' row (e.g. extracted "
         "with `git archive <commit> latentmusic/checkpoints/demo | tar -x -C /tmp/demo_v1`)",
     )
+    parser.add_argument(
+        "--earlier",
+        action="append",
+        default=[],
+        metavar="LABEL=FOLDER",
+        help="more diffusion demos scored in the same run, each as a 'diffusion LABEL' row (repeatable; e.g. "
+        "`--earlier step2000=/tmp/demo_step2000` beside `--v1`)",
+    )
     parser.add_argument("--corpus", default="data/demo", help="the rendered corpus (its test split is used)")
     parser.add_argument("--clips", type=int, default=48, help="test renditions at most")
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -219,10 +227,16 @@ def main() -> None:
         score("real → VAE", through_vae, records, reference, reference_vectors, None, args.tempo_backend),
     ]
     candidates = [("diffusion", diffusion), ("untrained", untrained_copy(diffusion))]
-    if args.v1:
-        earlier = LatentMusicPipeline.from_pretrained(args.v1)
-        earlier.set_progress_bar_config(disable=True)
-        candidates.insert(1, ("diffusion v1", earlier))
+    earlier = [("v1", args.v1)] if args.v1 else []
+    for spec in args.earlier:
+        label, sep, folder = spec.partition("=")
+        if not (sep and label and folder):
+            parser.error(f"--earlier takes LABEL=FOLDER, got {spec!r}; e.g. --earlier step2000=/tmp/demo_step2000")
+        earlier.append((label, folder))
+    for label, folder in reversed(earlier):  # after the shipped demo, in the order given
+        pipe = LatentMusicPipeline.from_pretrained(folder)
+        pipe.set_progress_bar_config(disable=True)
+        candidates.insert(1, (f"diffusion {label}", pipe))
     if args.token:
         token = TokenMusicPipeline.from_pretrained(args.token)
         token.set_progress_bar_config(disable=True)
