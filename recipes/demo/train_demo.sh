@@ -26,7 +26,7 @@ OMP_NUM_THREADS=2 "${LAUNCH[@]}" recipes/train_autoencoder.py --config recipes/c
 # Diffusion v2 (flow matching, pooled-text conditioning: recipes/configs/demo/diffusion.yaml) was chosen by
 # recipes/demo/ablation_v2.sh and trained alone, one thread, on the v1 autoencoder (add
 # vae=latentmusic/checkpoints/demo/vae to skip the autoencoder stage); the token LM is still v1's recipe.
-# The shipped v2 was resumed to run.max_steps=4500 (its config says 3000; the run stopped at 2000, then continued).
+# The shipped v2 is step 4500 (trained in pieces: stopped at 500, 2000 and 4500, each resume exact).
 export OMP_NUM_THREADS=1
 "${LAUNCH[@]}" recipes/train_diffusion.py --config recipes/configs/demo/diffusion.yaml "$@" & first=$!
 "${LAUNCH[@]}" recipes/train_token_lm.py --config recipes/configs/demo/token_lm.yaml "$@" & second=$!
