@@ -17,7 +17,6 @@ test differs). Per run, two measures of whether the model listens to its prompt:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,11 +28,12 @@ from _report import print_table, write_json  # noqa: E402
 from demo import clip_vectors, generate, reference_clips, score  # noqa: E402
 
 from latentmusic import LatentMusicPipeline  # noqa: E402
+from latentmusic.training.media import LossHistory  # noqa: E402
 
 
 def caption_gap(run: Path, last: int) -> dict[str, float]:
     """Steps, final held-out loss and the relative right-vs-shuffled caption gap of a run's `losses.jsonl`."""
-    rows = [json.loads(line) for line in (run / "losses.jsonl").read_text().splitlines() if line.strip()]
+    rows = LossHistory(run / "losses.jsonl").read()
     evaluations = [row for row in rows if "valid_loss_shuffled_captions" in row][-last:]
     if not evaluations:
         raise SystemExit(f"{run / 'losses.jsonl'} has no evaluation yet; train the run past run.eval_every")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from _report import print_table, write_json  # noqa: E402
 
 from latentmusic.audio import load_audio  # noqa: E402
 from latentmusic.data.corpus import METADATA_FILE, render_corpus  # noqa: E402
+from latentmusic.data.index import read_metadata  # noqa: E402
 from latentmusic.data.rendering import beat_quarters  # noqa: E402
 from latentmusic.evaluation.attributes import ANALYSIS_RATES, essentia_available, estimate_tempo  # noqa: E402
 from latentmusic.evaluation.scoring import level_corrected_tempo, tempo_match, tempo_summary  # noqa: E402
@@ -109,7 +109,7 @@ def main() -> None:
         render_corpus(
             root, max_pieces=args.pieces, collections=args.collections, max_seconds=args.max_seconds, keep_midi=True
         )
-    records = [json.loads(line) for line in (root / METADATA_FILE).read_text(encoding="utf-8").splitlines()]
+    records = read_metadata(root / METADATA_FILE)
     records = [r for r in records if r["collection"] in args.collections][: args.max_clips]
     for record in records:  # a corpus rendered before the metadata named the beat
         if "beat_unit" not in record:

@@ -54,6 +54,7 @@ from latentmusic.models import vae_utils
 from latentmusic.pipelines.common import encode_text
 from latentmusic.training.config import load_config
 from latentmusic.training.diffusion import DiffusionTrainingConfig, train_diffusion
+from latentmusic.training.media import LossHistory
 from latentmusic.training.objectives import make_training_scheduler, noise_batch, objective_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -290,8 +291,7 @@ def evaluate_arm(folder: Path, args, windows, records, clips) -> dict[str, dict[
 
 def last_validation(folder: Path) -> dict[str, float]:
     """The recipe's own last validation row (valid split, first caption, its fixed noise)."""
-    rows = [json.loads(line) for line in (folder.parent / "losses.jsonl").read_text().splitlines()]
-    rows = [row for row in rows if "valid_loss" in row]
+    rows = [row for row in LossHistory(folder.parent / "losses.jsonl").read() if "valid_loss" in row]
     return rows[-1] if rows else {}
 
 
