@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from transformers import BertConfig, BertModel, BertTokenizer
+from transformers import BertConfig, BertModel, BertTokenizer, ClapConfig, GPT2Config, T5Config
 
 from latentmusic import LatentMusicPipeline
+from latentmusic.training import diffusion
 from latentmusic.training.config import load_config
 from latentmusic.training.diffusion import DiffusionTrainer, DiffusionTrainingConfig
+from latentmusic.training.text_conditioning import TextEncoderConfig, check_prompt_length
 
 from .conftest import CAPTIONS, tiny_vae
 
@@ -79,9 +81,34 @@ def test_a_local_bert_encoder_stays_frozen_unless_trained(folders, tmp_path, tra
     assert rows[-1]["step"] == 3 and np.isfinite(rows[-1]["valid_loss"])
 
 
-def test_a_prompt_length_the_pretrained_encoder_cannot_read_is_refused_naming_the_limit(folders, tmp_path):
-    overrides = [f"vae={folders / 'vae'}", f"data.root={folders / 'data'}", f"run.output_dir={tmp_path}",
+def test_a_prompt_length_the_pretrained_encoder_cannot_read_is_refused_before_the_latent_cache(
+    folders, tmp_path, monkeypatch
+):
+    encoded = []
+    monkeypatch.setattr(diffusion, "encode_latent_cache", lambda *args, **kwargs: encoded.append(args))
+    output_dir = tmp_path / "run"
+    overrides = [f"vae={folders / 'vae'}", f"data.root={folders / 'data'}", f"run.output_dir={output_dir}",
                  f"text_encoder.pretrained={folders / 'bert'}", "text_encoder.max_length=64"]  # fmt: skip
-    trainer = DiffusionTrainer(load_config(DiffusionTrainingConfig, "recipes/configs/diffusion/tiny.yaml", overrides))
+    config = load_config(DiffusionTrainingConfig, "recipes/configs/diffusion/tiny.yaml", overrides)
     with pytest.raises(ValueError, match=r"max_length=64 is longer .* \(32 positions\).*max_length<=32"):
-        trainer.fit()  # before the first step, not deep inside BERT's position embeddings
+        DiffusionTrainer(config)  # at construction, not after minutes of encoding nor deep inside BERT
+    assert encoded == [] and not output_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "model_config, limit",
+    [
+        (GPT2Config(n_positions=24, n_layer=1, n_embd=8, n_head=2), 24),
+        (ClapConfig(text_config={"max_position_embeddings": 20}), 20),
+    ],
+)
+def test_the_prompt_length_check_reads_each_config_s_position_table(tmp_path, model_config, limit):
+    model_config.save_pretrained(tmp_path)
+    check_prompt_length(TextEncoderConfig(pretrained=str(tmp_path), max_length=limit))  # the limit itself is fine
+    with pytest.raises(ValueError, match=rf"max_length={limit + 1} is longer .* \({limit} positions\)"):
+        check_prompt_length(TextEncoderConfig(pretrained=str(tmp_path), max_length=limit + 1))
+
+
+def test_an_encoder_with_relative_positions_takes_any_prompt_length(tmp_path):
+    T5Config(d_model=8, d_ff=16, num_layers=1, num_heads=2).save_pretrained(tmp_path)
+    check_prompt_length(TextEncoderConfig(pretrained=str(tmp_path), max_length=100_000))

@@ -28,7 +28,14 @@ from .lora import LoraTrainingConfig, add_lora_adapter, save_lora_outputs
 from .objectives import OBJECTIVES, draw, make_training_scheduler, noise_batch, sample_keep_masks, weighted_mse
 from .optimizer import make_optimizer
 from .runner import OptimConfig, RunConfig, SampleConfig, Trainer, make_lr_scheduler
-from .text_conditioning import TextEncoderConfig, load_text_encoder, pipeline_folder, prepare_text_encoder, text_width
+from .text_conditioning import (
+    TextEncoderConfig,
+    check_prompt_length,
+    load_text_encoder,
+    pipeline_folder,
+    prepare_text_encoder,
+    text_width,
+)
 from .validation import caption_gap_losses
 
 
@@ -142,6 +149,8 @@ class DiffusionTrainer(Trainer):
             )
         if config.diffusion.objective not in OBJECTIVES:
             raise ValueError(f"diffusion.objective must be one of {OBJECTIVES}, got {config.diffusion.objective!r}")
+        if not config.init_from:  # before the latent cache is encoded (a fine-tuning run brings its own encoder)
+            check_prompt_length(config.text_encoder)
         super().__init__(config, "latentmusic-diffusion")
 
     def build(self) -> tuple[Dataset, Any]:

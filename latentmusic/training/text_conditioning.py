@@ -87,6 +87,30 @@ def build_text_encoder(config: TextEncoderConfig | DictConfig, captions: list[st
     return tokenizer, T5EncoderModel(t5)
 
 
+def check_prompt_length(config: TextEncoderConfig | DictConfig) -> None:
+    """Refuse a `max_length` longer than the position table of the pretrained encoder in `config.pretrained`.
+
+    Only the folder's `config.json` is read, so a recipe can call this before any data work. Nothing is checked
+    without a pretrained folder or for an encoder without a position table (T5's positions are relative).
+
+    Args:
+        config: The recipe's `text_encoder` section.
+
+    Raises:
+        ValueError: If `config.max_length` exceeds the encoder's `max_position_embeddings` (`n_positions`).
+    """
+    if not config.pretrained:
+        return
+    model_config = AutoConfig.from_pretrained(config.pretrained, local_files_only=True)
+    model_config = getattr(model_config, "text_config", model_config)  # a whole CLAP checkpoint: its text tower
+    positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
+    if positions is not None and config.max_length > positions:
+        raise ValueError(
+            f"text_encoder.max_length={config.max_length} is longer than the pretrained encoder at "
+            f"{config.pretrained} can read ({positions} positions): set text_encoder.max_length<={positions}"
+        )
+
+
 def prepare_text_encoder(config: TextEncoderConfig | DictConfig, data_root: str | Path) -> tuple[Any, torch.nn.Module]:
     """The local pretrained text encoder of `config.pretrained`, or one built from the training captions of
     `data_root`; trainable only when `config.train` is set.
@@ -99,13 +123,8 @@ def prepare_text_encoder(config: TextEncoderConfig | DictConfig, data_root: str 
         `(tokenizer, text_encoder)`.
     """
     if config.pretrained:
+        check_prompt_length(config)
         tokenizer, text_encoder = load_text_encoder(config.pretrained)
-        positions = getattr(text_encoder.config, "max_position_embeddings", None)  # T5 has relative positions
-        if positions is not None and config.max_length > positions:
-            raise ValueError(
-                f"text_encoder.max_length={config.max_length} is longer than the pretrained encoder at "
-                f"{config.pretrained} can read ({positions} positions): set text_encoder.max_length<={positions}"
-            )
     else:
         captions = [c for record in read_metadata(data_root, split="train") for c in record["captions"]]
         tokenizer, text_encoder = build_text_encoder(config, captions)

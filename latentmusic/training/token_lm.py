@@ -26,7 +26,7 @@ from ..pipelines.common import encode_text
 from ..pipelines.pipeline_token_music import TokenMusicPipeline
 from .optimizer import make_optimizer
 from .runner import OptimConfig, RunConfig, SampleConfig, Trainer, make_lr_scheduler
-from .text_conditioning import TextEncoderConfig, prepare_text_encoder, text_width
+from .text_conditioning import TextEncoderConfig, check_prompt_length, prepare_text_encoder, text_width
 from .validation import caption_gap_losses
 
 
@@ -134,6 +134,7 @@ class TokenLMTrainer(Trainer):
             raise ValueError(
                 "codec= is required: the folder of a trained RVQ codec (see recipes/train_autoencoder.py)"
             )
+        check_prompt_length(config.text_encoder)  # before the code cache is encoded
         super().__init__(config, "latentmusic-token-lm")
 
     def build(self) -> tuple[Dataset, Any]:
