@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 from latentmusic import LatentMusicPipeline, TokenMusicPipeline
 from latentmusic.cli import main
+from latentmusic.data import cli as data_cli
 from latentmusic.pipelines.schedulers import SCHEDULERS
 
 from .conftest import make_tiny_pipe
@@ -200,3 +203,31 @@ def make_tiny_pipe_dir(tmp_path):
     folder = tmp_path / "plain-pipe"
     make_tiny_pipe().save_pretrained(folder)
     return folder
+
+
+def test_render_corpus_prints_hours_per_split_and_the_first_captions(tmp_path, monkeypatch, capsys):
+    """The summary is read back from the index the renderer wrote (the renderer itself is tested in test_corpus)."""
+    records = [
+        {"path": "a.wav", "split": "train", "duration": 5400.0, "captions": ["a Bach chorale on organ"]},
+        {"path": "b.wav", "split": "train", "duration": 1800.0, "captions": ["an Irish reel on fiddle", "a reel"]},
+        {"path": "c.wav", "split": "valid", "duration": 900.0, "captions": ["a Palestrina mass for choir"]},
+    ]
+    for record in records:
+        sf.write(tmp_path / record["path"], np.zeros(80), 8000)
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + "\n")  # a blank line
+    seen = {}
+
+    def fake_render(out, **settings):
+        seen.update(out=out, **settings)
+        return tmp_path / "metadata.jsonl"
+
+    monkeypatch.setattr(data_cli, "render_corpus", fake_render)
+    assert main(["render-corpus", "--out", str(tmp_path), "--max-pieces", "3"]) == 0
+    assert seen["out"] == str(tmp_path) and seen["max_pieces"] == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{tmp_path / 'metadata.jsonl'}: 3 renditions, train 2.00 h, valid 0.25 h, test 0.00 h"
+    assert lines[1:] == [
+        "  a.wav: a Bach chorale on organ",
+        "  b.wav: an Irish reel on fiddle",
+        "  c.wav: a Palestrina mass for choir",
+    ]

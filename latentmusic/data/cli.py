@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from .corpus import COLLECTION_NAMES, SPLITS, render_corpus
+from .index import read_metadata
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def render_corpus_from_args(args: argparse.Namespace) -> Path:
         seed=args.seed,
         workers=args.workers,
     )
-    records = [json.loads(line) for line in metadata.read_text(encoding="utf-8").splitlines()]
+    records = read_metadata(metadata)
     hours = {split: sum(r["duration"] for r in records if r["split"] == split) / 3600 for split in SPLITS}
     print(f"{metadata}: {len(records)} renditions, " + ", ".join(f"{s} {h:.2f} h" for s, h in hours.items()))
     for record in records[:3]:
