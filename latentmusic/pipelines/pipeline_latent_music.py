@@ -472,8 +472,9 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
             eta (`float`, defaults to 0.0): DDIM's η; ignored by schedulers that do not take it.
             generator (`torch.Generator` or list, *optional*): For reproducible noise (one per clip, or
                 one for all).
-            latents (`torch.Tensor`, *optional*): Starting noise of shape
-                `(batch * num_waveforms_per_prompt, latent_channels, latent_length)`, used as given.
+            latents (`torch.Tensor`, *optional*): Unit-variance starting noise of shape
+                `(batch * num_waveforms_per_prompt, latent_channels, latent_length)`, scaled by the scheduler's
+                `init_noise_sigma` as drawn noise is.
             prompt_embeds (`torch.Tensor`, *optional*): Precomputed text-encoder hidden states.
             negative_prompt_embeds (`torch.Tensor`, *optional*): Precomputed negative hidden states.
             attention_mask (`torch.Tensor`, *optional*): Mask of `prompt_embeds` (1 = token, 0 = padding).
