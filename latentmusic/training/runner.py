@@ -1,4 +1,5 @@
-"""The training loop every recipe shares: `Trainer`, the run's settings, the accelerator.
+"""The training loop every recipe shares: `Trainer` and the run's settings (the `Accelerator` it runs on, and the
+seeds of its random streams, come from `latentmusic.training.accelerator`).
 
 A recipe subclasses `Trainer` and fills in what differs (`build`, `train_step`, and optionally `adapt_model`,
 `after_step`, `evaluate`, `sample`, `on_start`, `save`); the loop itself, resume, logging, checkpoints and the
@@ -14,12 +15,12 @@ progress bar are here, once, on Accelerate used as designed:
 - the learning rate follows diffusers' `get_scheduler` (`optim.lr_scheduler`, warm-up `optim.warmup_steps`),
   stepped once per optimisation step whatever the number of processes.
 
-Random streams are seeded separately from `(run.seed, stream name, step, ...)` (see `stream_seed`): data order,
-per-example noise (`Trainer.example_generators`, keyed by the example's position in the global batch, so a run
-on N processes draws the same noise for an example as one process with an N times larger batch), and torch's
-global RNG (dropout, random code replacement), seeded per micro-batch and rank. With the data set's crops and
-caption choices seeded from (seed, epoch, index), the data of step `s` depends only on the seed and `s`, and a run
-resumed from a checkpoint continues exactly as an uninterrupted one.
+Random streams are seeded separately from `(run.seed, stream name, step, ...)` (see
+`latentmusic.training.accelerator.stream_seed`): data order, per-example noise (`Trainer.example_generators`, keyed by
+the example's position in the global batch, so a run on N processes draws the same noise for an example as one process
+with an N times larger batch), and torch's global RNG (dropout, random code replacement), seeded per micro-batch and
+rank. With the data set's crops and caption choices seeded from (seed, epoch, index), the data of step `s` depends only
+on the seed and `s`, and a run resumed from a checkpoint continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
