@@ -6,8 +6,7 @@ import json
 import platform
 import resource
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +52,6 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
-
-
-def best_time(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> float:
-    """Best wall time of `repeats` calls after `warmup` calls (best, not mean: noise only adds time)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
