@@ -35,11 +35,14 @@ VARIANTS = {"shuffled": "valid_loss_shuffled_captions"} | {
 }
 
 
-def held_out_losses(run: Path, pipeline: Path, seed: int, batches: int, work: Path) -> dict[str, float]:
-    """The run's validation losses (right, shuffled, each attribute changed) with `pipeline`'s weights."""
-    overrides = [f"init_from={pipeline}", f"run.output_dir={work}", f"run.seed={seed}", f"valid_batches={batches}"]
-    overrides += ["run.report_to=none", "run.progress_bar=false"]
-    trainer = DiffusionTrainer(load_config(DiffusionTrainingConfig, run / "config.yaml", overrides))
+def held_out_losses(
+    config: Path, pipeline: Path | str, seed: int, batches: int, work: Path, overrides: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """The validation losses (right, shuffled, each attribute changed) of a run's configuration (its data,
+    latent cache, objective; `overrides` on top) with `pipeline`'s weights, noise seeded by `seed`."""
+    overrides = (f"init_from={pipeline}", f"run.output_dir={work}", f"run.seed={seed}", f"valid_batches={batches}",
+                 "run.report_to=none", "run.progress_bar=false", *overrides)  # fmt: skip
+    trainer = DiffusionTrainer(load_config(DiffusionTrainingConfig, config, overrides))
     trainer.build()
     with torch.inference_mode():
         return trainer.evaluate()
@@ -85,7 +88,10 @@ def main() -> None:
     for name, run in runs.items():
         pipeline = pipelines.get(name, run / "pipeline")
         with tempfile.TemporaryDirectory() as work:
-            losses = [held_out_losses(run, pipeline, seed, args.batches, Path(work)) for seed in range(args.repeats)]
+            losses = [
+                held_out_losses(run / "config.yaml", pipeline, seed, args.batches, Path(work))
+                for seed in range(args.repeats)
+            ]
         rows.append({"model": name, "pipeline": str(pipeline), **relative_gaps(losses)})
         print(f"{name}: {rows[-1]}")
     columns = ["model", "valid_loss"] + [f"{name}_gap" for name in VARIANTS]
