@@ -139,10 +139,13 @@ def score(name: str, clips: list[torch.Tensor], records: list[dict], reference: 
         "tempo_acc": summary["tempo_accuracy"],
         "tempo_octave": summary["tempo_octave_error_rate"],
         "tempo_metrical": summary["tempo_metrical_accuracy"],
+        # the same estimates against the other prompts' targets: what a model that ignores the prompt scores
+        "tempo_metrical_chance": summary["tempo_metrical_accuracy_chance"],
         "tempo_spearman": summary["tempo_spearman"],
         "tempo_level_spearman": summary["tempo_level_spearman"],
         "tempo_backend": attributes["backend"],
         "key_acc": summary["key_accuracy"],
+        "key_chance": summary["key_accuracy_chance"],
         "mode_acc": summary["mode_accuracy"],
         "key_mirex": summary["key_mirex_score"],
         "family_acc": family_accuracy(vectors, families, reference_vectors, families, leave_one_out=is_real),
@@ -255,8 +258,8 @@ def main() -> None:
         print(f"{name}: done ({seconds_per_clip:.2f} s per clip)", flush=True)
     if args.figures:
         save_examples(generated, records, Path(args.figures))
-    columns = ["model", "fd", "tempo_acc", "tempo_metrical", "tempo_spearman", "tempo_level_spearman", "key_acc",
-               "mode_acc", "key_mirex", "family_acc", "s_per_clip"]  # fmt: skip
+    columns = ["model", "fd", "tempo_acc", "tempo_metrical", "tempo_metrical_chance", "tempo_level_spearman",
+               "key_acc", "key_chance", "mode_acc", "key_mirex", "family_acc", "s_per_clip"]  # fmt: skip
     print_table(rows, columns)
     families = sorted({r["family"] for r in records})
     write_json(args.out, "demo", rows, prompts=prompts, families=families, chance_family=1 / len(families),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import librosa
 import numpy as np
 import pytest
@@ -11,6 +13,9 @@ import torch
 from latentmusic import LatentMusicPipeline, TokenMusicPipeline
 from latentmusic.checkpoints import DEFAULT_PIPELINE, SHIPPED, resolve_pretrained, shipped_path
 from latentmusic.cli import main
+from latentmusic.data.index import read_metadata
+
+from .conftest import load_benchmark
 
 FAST = "a fast fiddle tune on flute at 132 BPM"
 
@@ -79,3 +84,31 @@ def test_the_token_branch_demo_loads_and_generates():
     pipe.set_progress_bar_config(disable=True)
     audio = pipe(FAST, audio_length_in_s=1.0, generator=torch.Generator().manual_seed(0), output_type="pt").audios
     assert audio.shape[-1] == 16000 and torch.isfinite(audio).all() and audio.abs().max() > 1e-3
+
+
+@pytest.mark.slow
+def test_the_right_key_in_the_caption_explains_rendered_music_better_than_a_tritone_away(corpus_dir, tmp_path):
+    """The shipped model reads the key of its prompt: on rendered pieces, its denoising loss (the same crops and
+    noise) is lower with the caption's key right than a tritone away, and the model's own validation says so in
+    every noise draw (`benchmarks/attribute_gaps.py`; chance is no gap). The pieces are the first of three of the
+    demo's training collections, i.e. music it was trained on (though not at these crops' lengths). This is the
+    loss, not the generated key: v2's generated clips are not in the prompt's key more often than chance yet
+    (docs/model-card.md)."""
+    gaps = load_benchmark("attribute_gaps")
+    # every rendition of the test corpus but one (the recipe wants a training split) as the validation split
+    records = read_metadata(corpus_dir)
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "metadata.jsonl").write_text(
+        "".join(
+            json.dumps({**r, "path": str(corpus_dir / r["path"]), "split": "valid" if i else "train"}) + "\n"
+            for i, r in enumerate(records)
+        )
+    )
+    overrides = (f"data.root={tmp_path / 'corpus'}", f"data.latent_cache={tmp_path / 'latents'}",
+                 f"vae={shipped_path(DEFAULT_PIPELINE) / 'vae'}")  # fmt: skip
+    config = "recipes/configs/demo/diffusion.yaml"
+    draws = [gaps.held_out_losses(config, DEFAULT_PIPELINE, seed, 8, tmp_path / "run", overrides) for seed in range(3)]
+    key_gaps = [d["valid_loss_key_swapped"] / d["valid_loss"] - 1 for d in draws]
+    instrument_gaps = [d["valid_loss_instrument_swapped"] / d["valid_loss"] - 1 for d in draws]
+    assert min(key_gaps) > 0, key_gaps
+    assert min(instrument_gaps) > 10 * max(key_gaps), (instrument_gaps, key_gaps)  # the instrument, by far

@@ -30,6 +30,7 @@ from latentmusic.evaluation import (
     key_relation,
     level_corrected_tempo,
     parse_key,
+    shuffled_target_rates,
     spearman,
     tempo_match,
     tempo_summary,
@@ -347,6 +348,25 @@ def test_tempo_metric_counts_metrical_levels_apart_from_wrong_tempi():
     assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
 
 
+def test_chance_levels_score_the_estimates_against_the_other_clips_targets():
+    # a "model" that always plays 120 BPM in C major, asked for 60, 120, 240 and 100 BPM and four keys
+    targets = [(60, "C major"), (120, "G major"), (240, "C major"), (100, "A minor")]
+    rows = [{"bpm": 120.0, "target_bpm": t, "key": "C major", "target_key": k} for t, k in targets]
+    chance = shuffled_target_rates(rows)
+    # it is right once (120) and at another metrical level twice (60, 240) whatever it is asked: its accuracy is
+    # its chance level, as it is for the key (C major asked for twice in four)
+    assert chance["tempo_accuracy_chance"] == pytest.approx(1 / 4)
+    assert chance["tempo_metrical_accuracy_chance"] == pytest.approx(3 / 4)
+    assert chance["key_accuracy_chance"] == pytest.approx(2 / 4)
+    summary = tempo_summary([{**r, "tempo_match": tempo_match(r["bpm"], r["target_bpm"])} for r in rows])
+    assert summary["tempo_metrical_accuracy"] == chance["tempo_metrical_accuracy_chance"]
+    # a model that follows: every clip right, against the others' targets mostly wrong
+    following = [{"bpm": float(t), "target_bpm": t, "key": k, "target_key": k} for t, k in targets]
+    chance = shuffled_target_rates(following)
+    assert chance["tempo_accuracy_chance"] == 0 and chance["key_accuracy_chance"] == pytest.approx(2 / 12)
+    assert shuffled_target_rates(following[:1]) == dict.fromkeys(chance)
+
+
 # `latentmusic evaluate`
 
 SUMMARY_KEYS = {
@@ -367,6 +387,9 @@ SUMMARY_KEYS = {
     "key_close_rate",
     "key_mirex_score",
     "key_relations",
+    "tempo_accuracy_chance",
+    "tempo_metrical_accuracy_chance",
+    "key_accuracy_chance",
 }
 CLIP_KEYS = {"clip", "target_bpm", "bpm", "tempo_ratio", "tempo_match", "level_bpm", "target_beat_bpm", "beat_match"}
 CLIP_KEYS |= {"target_key", "key", "key_strength"}

@@ -64,6 +64,9 @@ def test_tiny_diffusion_model_learns_and_listens_to_its_captions(corpus_dir, vae
     # held-out clips, same noise: the right captions explain them better than captions of other clips
     gaps = [row["valid_loss_shuffled_captions"] - row["valid_loss"] for row in evaluations]
     assert np.mean(gaps[-3:]) > 0 and gaps[-1] > 0, evaluations
+    # the corpus's captions let the evaluation also change one attribute at a time (tests/test_validation.py)
+    for attribute in ("key", "tempo", "instrument"):
+        assert all(np.isfinite(row[f"valid_loss_{attribute}_swapped"]) for row in evaluations)
 
     assert (output / "latents" / "latents.jsonl").is_file()  # the latent cache, reused by later runs
     assert list((output / "samples").glob("step-*/spectrograms.png"))

@@ -294,6 +294,30 @@ def test_flow_objective_interpolates_between_data_and_noise():
     torch.testing.assert_close(batch.noisy, (1 - sigma) * latents + sigma * noise)
 
 
+def test_flow_noise_levels_can_lean_towards_noise_as_sd3_trains():
+    scheduler = make_training_scheduler("flow")
+    latents = torch.randn(4000, 1, 2)
+
+    def sigmas(**options):
+        batch = noise_batch(scheduler, latents, torch.Generator().manual_seed(0), **options)
+        return batch.timesteps / scheduler.config.num_train_timesteps
+
+    uniform = sigmas()
+    # the default draws are the uniform ones of before, after the noise (runs resume exactly)
+    generator = torch.Generator().manual_seed(0)
+    torch.randn(latents.shape, generator=generator)
+    torch.testing.assert_close(uniform, torch.rand(4000, generator=generator), rtol=0, atol=1e-6)
+    leaning = sigmas(flow_logit_normal=(1.0, 1.0))
+    assert 0 < leaning.min() and leaning.max() < 1
+    # sigmoid(N(1, 1)): median sigmoid(1) = 0.73, against 0.5; a third of the draws above 0.8 against a fifth
+    assert leaning.median().item() == pytest.approx(0.731, abs=0.02) and uniform.median().item() == pytest.approx(
+        0.5, abs=0.02
+    )
+    assert (leaning > 0.8).float().mean().item() == pytest.approx(0.35, abs=0.03)
+    with pytest.raises(ValueError, match="flow_logit_std must be >= 0"):
+        sigmas(flow_logit_normal=(0.0, -1.0))
+
+
 def test_min_snr_weights_downweight_low_noise_steps():
     scheduler = make_training_scheduler("v_prediction")
     batch = noise_batch(scheduler, torch.randn(256, 2, 4), torch.Generator().manual_seed(0), snr_gamma=5.0)

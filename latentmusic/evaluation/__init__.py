@@ -18,7 +18,15 @@ from .continuity import seam_flux, spectral_flux
 from .embeddings import AudioEmbedding, ClapEmbedding, EncodecEmbedding, MusicFeatureEmbedding, make_embedding
 from .frechet import EmbeddingStatistics, compute_statistics, frechet_audio_distance, frechet_distance
 from .reconstruction import mel_distance, mrstft_distance, reconstruction_metrics, si_sdr
-from .scoring import key_relation, level_corrected_tempo, parse_key, spearman, tempo_match, tempo_summary
+from .scoring import (
+    key_relation,
+    level_corrected_tempo,
+    parse_key,
+    shuffled_target_rates,
+    spearman,
+    tempo_match,
+    tempo_summary,
+)
 
 __all__ = [
     "AudioEmbedding",
@@ -51,5 +59,6 @@ __all__ = [
     "spearman",
     "spectral_flux",
     "tempo_match",
+    "shuffled_target_rates",
     "tempo_summary",
 ]

@@ -51,6 +51,7 @@ from .scoring import (
     mean_rate,
     parse_key,
     pitch_class,
+    shuffled_target_rates,
     tempo_match,
     tempo_summary,
 )
@@ -293,7 +294,7 @@ def _clip_row(
     return row
 
 
-def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(rows: list[dict[str, Any]], tolerance: float) -> dict[str, Any]:
     import mir_eval.key
 
     keys = [row for row in rows if row["key_relation"] is not None]
@@ -308,6 +309,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "key_close_rate": mean_rate([r in ("same", "fifth_above", "fifth_below", "relative") for r in relations]),
         "key_mirex_score": mean_rate([mir_eval.key.weighted_score(row["target_key"], row["key"]) for row in keys]),
         "key_relations": {relation: mean_rate([r == relation for r in relations]) for relation in KEY_RELATIONS},
+        **shuffled_target_rates(rows, tolerance),
     }
 
 
@@ -338,7 +340,8 @@ def attribute_accuracy(
         A dict with ``backend`` (the one that ran), ``key_profile``, ``tempo_tolerance``, ``summary``
         (``n_clips``; the tempo keys of :func:`tempo_summary`; ``n_key``, ``key_accuracy``, ``mode_accuracy``,
         ``key_close_rate`` (same, a fifth away or relative), ``key_mirex_score`` and the rate of each
-        relation in ``key_relations``; rates are ``None`` when no target gives the attribute) and
+        relation in ``key_relations``; the chance levels of :func:`shuffled_target_rates`, i.e. the same
+        estimates against the other clips' targets; rates are ``None`` when no target gives the attribute) and
         ``clips`` (one row per clip: ``clip``, ``target_bpm``, ``bpm``, ``tempo_ratio``, ``tempo_match``,
         ``level_bpm``, ``target_beat_bpm``, ``beat_match``, ``target_key``, ``key``, ``key_strength``,
         ``key_relation``).
@@ -365,6 +368,6 @@ def attribute_accuracy(
         "backend": backend,
         "key_profile": key_profile,
         "tempo_tolerance": tempo_tolerance,
-        "summary": _summary(rows),
+        "summary": _summary(rows, tempo_tolerance),
         "clips": rows,
     }

@@ -200,3 +200,37 @@ def tempo_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "n_beat": len(beats),
         "beat_accuracy": mean_rate([m == "correct" for m in beats]),
     }
+
+
+def shuffled_target_rates(rows: Sequence[Mapping[str, Any]], tolerance: float = 0.08) -> dict[str, float | None]:
+    """Chance levels of the tempo and key accuracies for these clips: the same estimates scored against the
+    targets of the other clips (every cyclic shift of the targets, averaged).
+
+    A model that ignores the prompt scores these rates, which depend on how spread the targets are and how
+    forgiving the metric is (any metrical level of a tempo is a wide net), so compare an accuracy with its own
+    chance level rather than with 1 / the number of classes.
+
+    Args:
+        rows: Clip rows such as :func:`~latentmusic.evaluation.attributes.attribute_accuracy`'s ``clips``
+            (``bpm``, ``target_bpm``, ``key``, ``target_key``; ``None`` where not estimated).
+        tolerance: Relative tempo tolerance, as in :func:`tempo_match`.
+
+    Returns:
+        ``tempo_accuracy_chance``, ``tempo_metrical_accuracy_chance`` and ``key_accuracy_chance`` (``None`` with
+        fewer than two clips that have the attribute).
+    """
+    tempos = [(row["bpm"], row["target_bpm"]) for row in rows if row.get("bpm") is not None]
+    keys = [(row["key"], row["target_key"]) for row in rows if row.get("key") is not None]
+
+    def shifted(pairs: list[tuple[Any, Any]], hit: Any) -> float | None:
+        if len(pairs) < 2:
+            return None
+        n = len(pairs)
+        scores = [hit(pairs[i][0], pairs[(i + shift) % n][1]) for shift in range(1, n) for i in range(n)]
+        return float(np.mean(scores))
+
+    return {
+        "tempo_accuracy_chance": shifted(tempos, lambda e, t: tempo_match(e, t, tolerance) == "correct"),
+        "tempo_metrical_accuracy_chance": shifted(tempos, lambda e, t: tempo_match(e, t, tolerance) != "wrong"),
+        "key_accuracy_chance": shifted(keys, lambda e, t: parse_key(e) == parse_key(t)),
+    }

@@ -55,6 +55,11 @@ class DiffusionObjectiveConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "scaled_linear"  # "linear", "scaled_linear" or "squaredcos_cap_v2" (betas 0.00085→0.012)
     snr_gamma: float = 5.0  # min-SNR-γ loss weighting (0 = plain MSE); not used by "flow"
+    # "flow" only: the training noise levels, sigmoid(N(flow_logit_mean, flow_logit_std)) as SD3 trains (diffusers'
+    # compute_density_for_timestep_sampling); a positive mean trains the high noise levels more, where the demo's
+    # held-out loss depends on the caption's key most (docs/model-card.md); flow_logit_std = 0: uniform in [0, 1]
+    flow_logit_mean: float = 0.0
+    flow_logit_std: float = 0.0
 
 
 @dataclass
@@ -221,7 +226,13 @@ class DiffusionTrainer(Trainer):
         config, device = self.config, self.accelerator.device
         latents = vae_utils.scale_latents(self.vae, batch["latents"].to(device))
         text = encode_text(self.tokenizer, self.text_encoder, captions, device, config.text_encoder.max_length)
-        noised = noise_batch(self.train_scheduler, latents, noise, config.diffusion.snr_gamma or None)
+        noised = noise_batch(
+            self.train_scheduler,
+            latents,
+            noise,
+            config.diffusion.snr_gamma or None,
+            flow_logit_normal=(config.diffusion.flow_logit_mean, config.diffusion.flow_logit_std),
+        )
         lengths = batch["padding_mask"].sum(-1)
         seconds_total = lengths.to(device) / self.latent_rate
         loss_mask = batch["padding_mask"].to(device)[:, None]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
-from diffusers.training_utils import compute_snr
+from diffusers.training_utils import compute_density_for_timestep_sampling, compute_snr
 
 OBJECTIVES = ("epsilon", "v_prediction", "flow")
 
@@ -92,6 +92,7 @@ def noise_batch(
     latents: torch.Tensor,
     generator: Generators = None,
     snr_gamma: float | None = None,
+    flow_logit_normal: tuple[float, float] = (0.0, 0.0),
 ) -> NoisedBatch:
     """Draw timesteps and noise for a batch of clean latents and return the model's input and target.
 
@@ -101,6 +102,8 @@ def noise_batch(
         latents: Clean, scaled latents `(batch, channels, frames)`.
         generator: Optional generator for reproducible timesteps and noise, or one per example.
         snr_gamma: If set (e.g. 5.0), weight each example by min-SNR-γ; ignored for `flow`.
+        flow_logit_normal: `(mean, std)`: for `flow`, draw the noise levels as sigmoid(N(mean, std)) (SD3's
+            logit-normal sampling, diffusers' `compute_density_for_timestep_sampling`); std 0 draws them uniformly.
 
     Returns:
         The noisy latents, the timesteps to condition on, the regression target and per-example weights.
@@ -113,7 +116,15 @@ def noise_batch(
     noise = noise.to(device, latents.dtype)
     num_train_timesteps = scheduler.config.num_train_timesteps
     if objective_of(scheduler) == "flow":
-        sigmas = draw(generator, batch, lambda n, g: torch.rand(n, generator=g, device=where))
+        mean, std = flow_logit_normal
+        if std < 0:
+            raise ValueError(f"diffusion.flow_logit_std must be >= 0 (0 = uniform noise levels), got {std}")
+        scheme = "logit_normal" if std > 0 else "uniform"
+        sigmas = draw(
+            generator,
+            batch,
+            lambda n, g: compute_density_for_timestep_sampling(scheme, n, mean, std, device=where, generator=g),
+        )
         sigmas = sigmas.to(device, latents.dtype)
         sigma = sigmas.view(-1, 1, 1)
         # by hand: the scheduler's `scale_noise` looks sigmas up in its discrete schedule, and these are continuous
