@@ -59,10 +59,9 @@ def test_struck_and_plucked_instruments_decay_where_bowed_and_organ_tones_sustai
     """The shipped model follows the instrument in its prompt: with the same starting noise, a reel asked of a
     marimba (struck) or a nylon-string guitar (plucked) has a more percussive loudness envelope than the same reel
     asked of a string ensemble or a church organ (sustained), for each of 8 seeds (a sign test: chance would give
-    this once in 256 draws per pair), and by a wide margin on average. (Key and tempo are not followed this well
-    yet, in v2 either: with the same seeds, a chorale asked in C, F# or Eb major or A minor comes out in one key,
-    and 60 against 150 BPM moves the estimated tempo and note density for some instruments only; so no key or
-    tempo assertion here. Neither are the subtler pairs, flute against harp: see docs/model-card.md.)"""
+    this once in 256 draws per pair), and by a wide margin on average. (Tempo is not followed yet: 60 against
+    150 BPM leaves the note density unchanged; so no tempo assertion. Neither are the subtler pairs, flute against
+    harp: see docs/model-card.md.)"""
     seeds = range(8)
     pairs = (("marimba", "string ensemble"), ("nylon-string guitar", "church organ"))
     for struck_instrument, sustained_instrument in pairs:
@@ -86,14 +85,44 @@ def test_the_token_branch_demo_loads_and_generates():
     assert audio.shape[-1] == 16000 and torch.isfinite(audio).all() and audio.abs().max() > 1e-3
 
 
+def key_ranks(audios: np.ndarray, sample_rate: int, tonics: list[int]) -> list[int]:
+    """Per clip: the rank (1 = best) of the asked-for major key among the 24 keys by the correlation of the clip's
+    mean chroma with the rotated Temperley-Kostka-Payne profiles (music21's weights, as `estimate_key` uses)."""
+    from music21.analysis import discrete
+
+    weights = discrete.TemperleyKostkaPayne()
+    profiles = [np.roll(weights.getWeights(mode), tonic) for mode in ("major", "minor") for tonic in range(12)]
+    ranks = []
+    for audio, tonic in zip(audios, tonics):
+        chroma = librosa.feature.chroma_cqt(y=audio[0], sr=sample_rate).mean(-1)
+        scores = np.array([np.corrcoef(profile, chroma)[0, 1] for profile in profiles])
+        ranks.append(int((scores > scores[tonic]).sum()) + 1)
+    return ranks
+
+
+@pytest.mark.slow
+def test_generated_music_is_in_the_key_its_prompt_asks_for(demo):
+    """The shipped model follows the key of its prompt: the same reel asked in C, E or Ab major (3 seeds each, the
+    same seeds for every key) comes out with the asked-for key among the best-fitting few of 24 (a model that
+    ignores the key has it at rank 12.5 on average, and no key can fit all three prompts' seeds at once)."""
+    keys = {"C": 0, "E": 4, "Ab": 8}
+    prompt = "a traditional Irish tune in {} major played by a piano at 110 BPM"
+    prompts = [prompt.format(key) for key in keys for _ in range(3)]
+    generators = [torch.Generator().manual_seed(1000 + i % 3) for i in range(len(prompts))]
+    audios = demo(prompts, audio_length_in_s=10.0, num_inference_steps=25, guidance_scale=3.0, generator=generators,
+                  output_type="np").audios  # fmt: skip
+    ranks = key_ranks(audios, demo.sample_rate, [tonic for tonic in keys.values() for _ in range(3)])
+    assert np.mean(ranks) <= 4, ranks
+    assert all(np.mean(ranks[i : i + 3]) <= 6 for i in range(0, 9, 3)), ranks  # each key, not one key thrice
+
+
 @pytest.mark.slow
 def test_the_right_key_in_the_caption_explains_rendered_music_better_than_a_tritone_away(corpus_dir, tmp_path):
     """The shipped model reads the key of its prompt: on rendered pieces, its denoising loss (the same crops and
     noise) is lower with the caption's key right than a tritone away, and the model's own validation says so in
     every noise draw (`benchmarks/attribute_gaps.py`; chance is no gap). The pieces are the first of three of the
-    demo's training collections, i.e. music it was trained on (though not at these crops' lengths). This is the
-    loss, not the generated key: v2's generated clips are not in the prompt's key more often than chance yet
-    (docs/model-card.md)."""
+    demo's training collections, i.e. music it was trained on (though not at these crops' lengths); the held-out
+    numbers are in docs/model-card.md (v3: key gap 5 %, v2 0.4 %)."""
     gaps = load_benchmark("attribute_gaps")
     # every rendition of the test corpus but one (the recipe wants a training split) as the validation split
     records = read_metadata(corpus_dir)
@@ -111,4 +140,4 @@ def test_the_right_key_in_the_caption_explains_rendered_music_better_than_a_trit
     key_gaps = [d["valid_loss_key_swapped"] / d["valid_loss"] - 1 for d in draws]
     instrument_gaps = [d["valid_loss_instrument_swapped"] / d["valid_loss"] - 1 for d in draws]
     assert min(key_gaps) > 0, key_gaps
-    assert min(instrument_gaps) > 10 * max(key_gaps), (instrument_gaps, key_gaps)  # the instrument, by far
+    assert min(instrument_gaps) > max(key_gaps), (instrument_gaps, key_gaps)  # the instrument still weighs most
