@@ -31,7 +31,7 @@ def _generate(args: argparse.Namespace) -> int:
     # 1. Everything the arguments alone can tell, before the model loads (seconds to minutes)
     pipeline_cls, folder, model_index = _pipeline_class(args.model)
     token = pipeline_cls.__name__ == "TokenMusicPipeline"
-    flow = str((model_index.get("scheduler") or [None, ""])[1]).startswith("FlowMatch")
+    flow = _saved_scheduler_is_flow(folder, model_index)
     _check_generate_arguments(args, token, flow)
     outputs = _output_paths(Path(args.out), args.n)
     task = _task_arguments(args)
@@ -89,6 +89,31 @@ def _pipeline_class(model: str) -> tuple[type, str, dict]:
     if class_name not in pipelines.__all__:
         raise UsageError(f"--model {model!r} holds a {class_name}; this command runs {', '.join(pipelines.__all__)}")
     return getattr(pipelines, class_name), folder, model_index
+
+
+class _NamesFormatter(argparse.HelpFormatter):
+    """Help that wraps lines between words only, so that a name such as `flow-pingpong` stays whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def _saved_scheduler_is_flow(folder: str, model_index: dict) -> bool:
+    """Whether the saved pipeline's scheduler samples a flow-matching model, read from its class name and
+    config (a DPM-Solver or UniPC scheduler is flow by its config), before the model loads."""
+    import json
+
+    from .pipelines.schedulers import is_flow_config
+
+    class_name = str((model_index.get("scheduler") or [None, ""])[1])
+    config_path = Path(folder) / "scheduler" / "scheduler_config.json"
+    try:
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    except json.JSONDecodeError:
+        config = {}  # from_pretrained reports a broken config when it loads it
+    return is_flow_config(class_name, config)
 
 
 def _check_generate_arguments(args: argparse.Namespace, token: bool, flow: bool) -> None:
@@ -232,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .pipelines.schedulers import SCHEDULERS
 
-    gen = commands.add_parser("generate", help="generate music from a text prompt")
+    gen = commands.add_parser("generate", help="generate music from a text prompt", formatter_class=_NamesFormatter)
     gen.add_argument("prompt", nargs="?", help="what to generate, e.g. 'a slow Bach chorale on a church organ'")
     gen.add_argument(
         "--model",

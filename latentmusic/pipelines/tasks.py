@@ -119,8 +119,8 @@ def fade_out(context: int, fade: int) -> torch.Tensor:
 def add_noise_at(scheduler, original: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
     """`original` noised to the level of `timestep` as the scheduler's samples are (flow or diffusion)."""
     timestep = timestep.reshape(1).to(original.device)
-    if is_flow_scheduler(scheduler):
-        return scheduler.scale_noise(original, timestep, noise)
+    if is_flow_scheduler(scheduler) and hasattr(scheduler, "scale_noise"):  # FlowMatch*; the flow multistep
+        return scheduler.scale_noise(original, timestep, noise)  # solvers' add_noise is (1 - σ) x + σ ε already
     return scheduler.add_noise(original, noise, timestep)
 
 
