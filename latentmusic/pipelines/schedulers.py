@@ -93,11 +93,11 @@ def is_flow_config(class_name: str, config: Mapping[str, Any]) -> bool:
 def is_flow_scheduler(scheduler_or_class: Any) -> bool:
     """Whether a scheduler samples a flow-matching model (see `is_flow_config`); a class alone only tells for the
     `FlowMatch*` ones (a `DPMSolverMultistepScheduler` is flow or not by its config)."""
-    if isinstance(scheduler_or_class, type):
-        return issubclass(scheduler_or_class, FLOW_SCHEDULERS) or scheduler_or_class.__name__.startswith("FlowMatch")
-    if isinstance(scheduler_or_class, FLOW_SCHEDULERS):
-        return True
-    return is_flow_config(type(scheduler_or_class).__name__, scheduler_or_class.config)
+    is_class = isinstance(scheduler_or_class, type)
+    cls = scheduler_or_class if is_class else type(scheduler_or_class)
+    return issubclass(cls, FLOW_SCHEDULERS) or is_flow_config(
+        cls.__name__, {} if is_class else scheduler_or_class.config
+    )
 
 
 def scheduler_names(flow: bool) -> list[str]:
