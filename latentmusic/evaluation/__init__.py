@@ -55,10 +55,10 @@ __all__ = [
     "parse_key",
     "reconstruction_metrics",
     "seam_flux",
+    "shuffled_target_rates",
     "si_sdr",
     "spearman",
     "spectral_flux",
     "tempo_match",
-    "shuffled_target_rates",
     "tempo_summary",
 ]

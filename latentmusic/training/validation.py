@@ -9,6 +9,7 @@ import torch
 
 from ..data.captions import make_captions
 from ..data.datasets import LatentDataset, collate
+from ..evaluation.scoring import pitch_class
 
 Record = dict[str, Any]
 # The spelling of each key with the fewest accidentals, as the corpus writes it (`data/rendering.py`)
@@ -23,8 +24,6 @@ TEMPO_SWAP_RATIO = 1.25
 
 def swap_key(record: Record, others: list[Record]) -> Record | None:
     """The key a tritone away, same mode: the fewest pitch classes in common with the true key's scale."""
-    from ..evaluation.scoring import pitch_class
-
     tonic, mode = record["key"].split()
     return {"key": f"{KEY_NAMES[mode][(pitch_class(tonic) + 6) % 12]} {mode}"}
 
@@ -59,9 +58,12 @@ def attribute_swapped_captions(
             clip first), or `None` when it cannot.
 
     Returns:
-        The changed captions, or `None` if a caption is not one of its record's `make_captions` phrasings (a
-        corpus captioned another way, or a dropped caption) or a record cannot be changed.
+        The changed captions, or `None` if there is not one record per caption, a caption is not one of its
+        record's `make_captions` phrasings (a corpus captioned another way, or a dropped caption) or a record
+        cannot be changed.
     """
+    if len(records) != len(captions):
+        return None
     swapped = []
     for i, (caption, record) in enumerate(zip(captions, records)):
         try:
@@ -112,7 +114,7 @@ def caption_gap_losses(
         losses["valid_loss_shuffled_captions"].append(loss(batch, captions[1:] + captions[:1], i).item())
         for name in sorted(swappable):
             swapped = attribute_swapped_captions(captions, batch.get("metadata", []), ATTRIBUTE_SWAPS[name])
-            if swapped is None or len(swapped) != len(captions):
+            if swapped is None:
                 swappable.discard(name)  # an attribute is reported only over the same batches as the right loss
                 losses.pop(f"valid_loss_{name}_swapped", None)
             else:
