@@ -201,19 +201,38 @@ def estimate_key(
     if backend == "essentia":
         tonic, mode, strength = _essentia_algorithm("KeyExtractor", profileType=profile, sampleRate=rate)(y)
         return KeyEstimate(PITCH_NAMES[pitch_class(tonic)], mode, float(strength))
+    correlations = key_correlations(y, rate, profile)
+    if correlations is None or correlations.max() <= 0:  # no pitch classes, or no key fits: C major, strength 0
+        return KeyEstimate("C", "major", 0.0)
+    best = int(np.argmax(correlations))  # the first of equals, as (major, minor) x tonics 0-11 are listed
+    return KeyEstimate(PITCH_NAMES[best % 12], MODES[best // 12], float(correlations[best]))
+
+
+def key_correlations(
+    audio: torch.Tensor | np.ndarray, sample_rate: int, profile: str = "temperley"
+) -> np.ndarray | None:
+    """How well each of the 24 keys fits a clip: the correlation of its mean chroma (librosa's CQT chroma) with the
+    key profile rotated to each tonic, the librosa backend of :func:`estimate_key`.
+
+    Args:
+        audio: Float samples of shape ``(samples,)`` or ``(channels, samples)`` (mixed to mono).
+        sample_rate: Sample rate of ``audio`` in Hz (resampled to 22.05 kHz).
+        profile: ``"temperley"``, ``"krumhansl"``, ``"aarden"`` or ``"bellman"``.
+
+    Returns:
+        24 correlations, the major keys on tonics 0 (C) to 11, then the minor ones; ``None`` for a clip without
+        pitch classes (silence, or noise with a flat chroma).
+    """
     import librosa
 
+    rate = ANALYSIS_RATES["librosa"]
+    y = _mono(audio, sample_rate, rate)
     major, minor = _key_profiles(profile)
     chroma = librosa.feature.chroma_cqt(y=y, sr=rate).mean(axis=1)
-    best = KeyEstimate("C", "major", 0.0)
-    if np.ptp(chroma) == 0:  # silence or noise without pitch classes: nothing to correlate
-        return best
-    for mode, weights in zip(MODES, (major, minor)):
-        for tonic in range(12):
-            correlation = float(np.corrcoef(np.roll(weights, tonic), chroma)[0, 1])
-            if correlation > best.strength:
-                best = KeyEstimate(PITCH_NAMES[tonic], mode, correlation)
-    return best
+    if np.ptp(chroma) == 0:
+        return None
+    return np.array([np.corrcoef(np.roll(weights, tonic), chroma)[0, 1] for weights in (major, minor)
+                     for tonic in range(12)])  # fmt: skip
 
 
 def estimate_pitch_range(
