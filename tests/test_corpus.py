@@ -15,7 +15,9 @@ from latentmusic.data import AudioCaptionDataset
 from latentmusic.data.captions import make_captions, short_instrument_name, tempo_word
 from latentmusic.data.corpus import (
     COLLECTION_NAMES,
+    COLLECTIONS,
     INSTRUMENTS,
+    TEMPO_VARIANT_RATIO,
     TRANSPOSITIONS,
     choose_rendition,
     list_pieces,
@@ -23,6 +25,7 @@ from latentmusic.data.corpus import (
     render_corpus,
     rendition_path,
     split_of,
+    vary_tempo,
 )
 from latentmusic.data.rendering import INSTALL_HINT, SOUNDFONT_ENV, find_soundfont, render_piece, require_fluidsynth
 
@@ -119,7 +122,7 @@ def test_attributes_are_well_formed(rendered):
         assert record["mode"] in ("major", "minor")
         assert record["transposition"] in TRANSPOSITIONS
         assert re.fullmatch(r"\d+/\d+", record["meter"])
-        assert record["path"] == rendition_path(record["piece_id"], record["rendition"])
+        assert record["path"] == rendition_path(record["piece_id"], record["rendition"], record["tempo_variant"])
         assert record["path"].startswith(record["split"] + "/") and record["split"] == split_of(record["piece_id"])
         assert record["title"] and record["composer"] and record["genre"]
 
@@ -172,6 +175,54 @@ def test_other_settings_in_the_same_folder_are_refused(rendered):
     root, _, _ = rendered
     with pytest.raises(ValueError, match="rendered with"):
         render_corpus(root, **{**SETTINGS, "sample_rate": 22050})
+
+
+def test_tempo_variants_change_the_tempo_of_train_renditions_only(rendered, tmp_path):
+    root, metadata, records = rendered
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    render_corpus(copy, **SETTINGS, tempo_variants=1)  # extends the corpus: only the variants are rendered
+    extended = read_lines(copy / "metadata.jsonl")
+    assert [r for r in extended if r["tempo_variant"] == 0] == records
+    assert all((copy / r["path"]).read_bytes() == (root / r["path"]).read_bytes() for r in records)
+    variants = [r for r in extended if r["tempo_variant"] == 1]
+    originals = {(r["piece_id"], r["rendition"]): r for r in records}
+    assert {key for key, r in originals.items() if r["split"] == "train"} == {
+        (r["piece_id"], r["rendition"]) for r in variants
+    }
+    assert variants and len(variants) < len(records)  # this prefix has held-out pieces too
+    ranges = {collection.name: collection.bpm for collection in COLLECTIONS}
+    for variant in variants:
+        original = originals[variant["piece_id"], variant["rendition"]]
+        same = ("program", "transposition", "key", "meter", "beat_unit", "title")
+        assert {k: variant[k] for k in same} == {k: original[k] for k in same}
+        low, high = sorted((variant["bpm"], original["bpm"]))
+        assert high >= TEMPO_VARIANT_RATIO * low
+        assert ranges[variant["collection"]][0] <= variant["bpm"] <= ranges[variant["collection"]][1]
+        assert variant["path"] == f"train/{variant['piece_id']}-r{variant['rendition']}-t1.flac"
+        assert variant["captions"] == make_captions(variant) and str(variant["bpm"]) in variant["captions"][0]
+        marks = converter.parse(copy / re.sub(r"\.flac$", ".mid", variant["path"]))[tempo.MetronomeMark]
+        assert {mark.number for mark in marks} == {variant["bpm"]}
+
+
+def test_tempo_variants_are_chosen_from_the_seed_and_keep_everything_else():
+    rendition = choose_rendition("bach/bwv66.6", 0, seed=3, bpm_range=(60, 100))
+    variants = [vary_tempo(rendition, "bach/bwv66.6", v, seed=3, bpm_range=(60, 100)) for v in range(1, 9)]
+    assert variants[0] == vary_tempo(rendition, "bach/bwv66.6", 1, seed=3, bpm_range=(60, 100))
+    assert len({v.bpm for v in variants}) > 2
+    for number, variant in enumerate(variants, 1):
+        assert (variant.index, variant.instrument, variant.transposition) == (
+            0,
+            rendition.instrument,
+            rendition.transposition,
+        )
+        assert variant.tempo_variant == number
+        assert max(variant.bpm, rendition.bpm) >= TEMPO_VARIANT_RATIO * min(variant.bpm, rendition.bpm)
+    narrow = vary_tempo(rendition, "bach/bwv66.6", 1, seed=3, bpm_range=(rendition.bpm, rendition.bpm + 5))
+    assert narrow.bpm == rendition.bpm + 5  # the end farthest from its tempo
+    assert rendition_path("bach/bwv66.6", 2, 1).endswith("bwv66.6-r2-t1.flac")
+    with pytest.raises(ValueError, match="numbered from 1"):
+        vary_tempo(rendition, "bach/bwv66.6", 0, seed=3, bpm_range=(60, 100))
 
 
 def test_render_piece_writes_stereo_at_any_rate(fluidsynth, tmp_path):

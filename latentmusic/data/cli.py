@@ -18,6 +18,9 @@ def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="data/corpus", help="corpus folder (default: data/corpus)")
     parser.add_argument("--max-pieces", type=int, default=None, help="render only the first N pieces (mixed)")
     parser.add_argument("--renditions-per-piece", type=int, default=1, help="instrument/tempo/key variants")
+    parser.add_argument(
+        "--tempo-variants", type=int, default=0, help="tempo-only variants of each train rendition (default: 0)"
+    )
     parser.add_argument("--collections", nargs="+", choices=COLLECTION_NAMES, default=None, help="default: all")
     parser.add_argument("--sample-rate", type=int, default=24000, help="Hz (default: 24000)")
     parser.add_argument("--channels", type=int, choices=(1, 2), default=1, help="1 (mono) or 2 (stereo)")
@@ -39,6 +42,7 @@ def render_corpus_from_args(args: argparse.Namespace) -> Path:
         args.out,
         max_pieces=args.max_pieces,
         renditions_per_piece=args.renditions_per_piece,
+        tempo_variants=args.tempo_variants,
         collections=args.collections,
         sample_rate=args.sample_rate,
         channels=args.channels,

@@ -15,6 +15,7 @@ Layout of the output folder::
     corpus.json                         the settings the audio depends on (a re-run must match them)
     test/bach/bwv308-r0.flac            <split>/<piece_id>-r<rendition>.flac
     train/oneills/1276-1375/1286-r0.flac
+    train/bach/bwv1.6-r0-t1.flac        a tempo variant: <split>/<piece_id>-r<rendition>-t<variant>.flac
 
 A ``metadata.jsonl`` line holds ``path``, ``split`` and ``captions`` (what
 :class:`~latentmusic.data.AudioCaptionDataset` reads) and the ground-truth attributes: ``piece_id``,
@@ -24,7 +25,8 @@ per minute: the one tempo the MIDI carries, since every tempo mark of the score 
 (e.g. ``"3/4"``, ``None`` if the score has none), ``beat_unit`` (quarter notes per felt beat of the metre: 1.5 in
 6/8, 2 in 2/2 and 4/2, see :func:`~latentmusic.data.rendering.beat_quarters`), ``beat_bpm``
 (``bpm / beat_unit``, felt beats per minute), ``instrument``, ``program`` (0-based General-MIDI program),
-``family``, ``transposition`` (semitones), ``duration`` (seconds of the FLAC), ``sample_rate`` and ``channels``.
+``family``, ``transposition`` (semitones), ``tempo_variant`` (0, or the variant's number), ``duration`` (seconds of
+the FLAC), ``sample_rate`` and ``channels``.
 The key is music21's analysis (``analyze('key')``) of the cropped score, transposed with the rendition, i.e. the
 key of what is heard.
 
@@ -39,14 +41,23 @@ order that interleaves the collections: ``max_pieces=1000`` gives about 12.5 hou
 about 20 minutes.
 
 Splits are by piece (a hash of its id, 90/5/5), so the renditions of one piece share a split.
+
+*Tempo variants* (``tempo_variants``) are minimal pairs for training: each train rendition is rendered again with
+its instrument and transposition and only the tempo changed, at least :data:`TEMPO_VARIANT_RATIO` times faster or
+slower within the collection's range (:func:`vary_tempo`). Renditions otherwise change instrument, key and tempo
+together, and a collection's tempo range is narrow, so nothing but the tempo words and numbers tells a model what
+they mean; a pair that differs in tempo alone does. The held-out splits get none, so their metrics stay comparable
+with and without variants.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import random
@@ -69,6 +80,7 @@ METADATA_FILE = "metadata.jsonl"
 SETTINGS_FILE = "corpus.json"
 SPLITS = {"train": 90, "valid": 5, "test": 5}  # percent of the pieces
 TRANSPOSITIONS = range(-5, 7)  # semitones
+TEMPO_VARIANT_RATIO = 1.25  # a tempo variant is at least this much faster or slower than its rendition
 
 
 @dataclass(frozen=True)
@@ -201,12 +213,14 @@ class Rendition:
         instrument: Plays every part.
         bpm: Tempo in quarter notes per minute.
         transposition: Semitones, in :data:`TRANSPOSITIONS`.
+        tempo_variant: 0 for the rendition as chosen, ``k`` for its ``k``-th tempo variant (:func:`vary_tempo`).
     """
 
     index: int
     instrument: GMInstrument
     bpm: int
     transposition: int
+    tempo_variant: int = 0
 
 
 def _digest(text: str) -> int:
@@ -231,9 +245,13 @@ def split_of(piece_id: str) -> str:
     raise AssertionError("SPLITS must add up to 100")
 
 
-def rendition_path(piece_id: str, index: int) -> str:
-    """The FLAC file of a rendition, relative to the corpus folder: ``<split>/<piece_id>-r<index>.flac``."""
-    return f"{split_of(piece_id)}/{piece_id}-r{index}.flac"
+def rendition_path(piece_id: str, index: int, tempo_variant: int = 0) -> str:
+    """The FLAC file of a rendition, relative to the corpus folder: ``<split>/<piece_id>-r<index>.flac``.
+
+    A tempo variant ``k > 0`` of the rendition is ``<split>/<piece_id>-r<index>-t<k>.flac``.
+    """
+    variant = f"-t{tempo_variant}" if tempo_variant else ""
+    return f"{split_of(piece_id)}/{piece_id}-r{index}{variant}.flac"
 
 
 def _corpus_folder() -> Path:
@@ -311,10 +329,38 @@ def choose_rendition(piece_id: str, index: int, seed: int = 0, bpm_range: tuple[
     return Rendition(index, rng.choice(INSTRUMENTS), rng.randint(*bpm_range), rng.choice(TRANSPOSITIONS))
 
 
+def vary_tempo(rendition: Rendition, piece_id: str, variant: int, seed: int, bpm_range: tuple[int, int]) -> Rendition:
+    """A tempo variant of a rendition: the same instrument and transposition at another tempo.
+
+    The tempo is drawn (from the seed, piece id, rendition index and variant only) among the tempi of
+    ``bpm_range`` at least :data:`TEMPO_VARIANT_RATIO` times faster or slower than the rendition's; a range too
+    narrow for that gives its end farthest from the rendition's tempo.
+
+    Args:
+        rendition: From :func:`choose_rendition`.
+        piece_id: The piece's id.
+        variant: The variant's number, from 1.
+        seed: The corpus seed.
+        bpm_range: Inclusive tempo range, e.g. the collection's :attr:`Collection.bpm`.
+
+    Returns:
+        The variant, with :attr:`Rendition.tempo_variant` set to ``variant``.
+    """
+    if variant < 1:
+        raise ValueError(f"tempo variants are numbered from 1, got variant={variant}")
+    rng = random.Random(_digest(f"{seed}/{piece_id}/{rendition.index}/tempo/{variant}"))
+    low, high = bpm_range
+    far = [
+        bpm for bpm in range(low, high + 1) if max(bpm, rendition.bpm) >= TEMPO_VARIANT_RATIO * min(bpm, rendition.bpm)
+    ]
+    bpm = rng.choice(far) if far else max((low, high), key=lambda end: abs(math.log(end / rendition.bpm)))
+    return dataclasses.replace(rendition, bpm=bpm, tempo_variant=variant)
+
+
 @dataclass(frozen=True)
 class _Job:
     piece: Piece
-    indices: tuple[int, ...]
+    renditions: tuple[tuple[int, int], ...]  # (index, tempo variant)
     root: Path
     settings: dict[str, Any]
     keep_midi: bool
@@ -334,9 +380,11 @@ def _render_job(job: _Job) -> tuple[list[dict[str, Any]], str | None]:
             "genre": dance.group(1).lower().replace("slipjig", "slip jig") if dance else collection.genre,
             "title": collection.title(piece.path, score),
         }
-        for index in job.indices:
+        for index, variant in job.renditions:
             rendition = choose_rendition(piece.piece_id, index, job.settings["seed"], collection.bpm)
-            path = rendition_path(piece.piece_id, index)
+            if variant:
+                rendition = vary_tempo(rendition, piece.piece_id, variant, job.settings["seed"], collection.bpm)
+            path = rendition_path(piece.piece_id, index, variant)
             out = job.root / path
             attributes = render_piece(
                 score,
@@ -348,7 +396,7 @@ def _render_job(job: _Job) -> tuple[list[dict[str, Any]], str | None]:
                 midi_path=out.with_suffix(".mid") if job.keep_midi else None,
             )
             record = {"path": path, "split": split_of(piece.piece_id), "captions": []}
-            record |= {**head, "rendition": index, **attributes}
+            record |= {**head, "rendition": index, "tempo_variant": variant, **attributes}
             record["captions"] = make_captions(record)
             records.append(record)
     # One score that music21 cannot read or expand must not end a run of thousands; it is reported.
@@ -410,6 +458,7 @@ def render_corpus(
     out_dir: str | os.PathLike,
     max_pieces: int | None = None,
     renditions_per_piece: int = 1,
+    tempo_variants: int = 0,
     collections: Sequence[str] | None = None,
     sample_rate: int = 24000,
     channels: int = 1,
@@ -431,6 +480,8 @@ def render_corpus(
         out_dir: The corpus folder (created if needed).
         max_pieces: Render the first this many pieces of :func:`list_pieces`; ``None`` renders all.
         renditions_per_piece: Renditions of each piece (different instrument, tempo and key).
+        tempo_variants: Tempo variants of each train-split rendition (the same instrument and key at another
+            tempo, see :func:`vary_tempo`); the valid and test splits get none.
         collections: Names from :data:`COLLECTION_NAMES`; ``None`` takes all.
         sample_rate: Sample rate of the FLAC files (8000 to 96000 Hz).
         channels: 1 (mono) or 2 (FluidSynth's stereo, with its reverb and chorus).
@@ -448,10 +499,10 @@ def render_corpus(
         ValueError: For invalid arguments, or a folder rendered with other settings (``corpus.json``).
         RuntimeError: If every piece failed.
     """
-    if renditions_per_piece < 1 or workers < 1 or max_seconds <= 0 or channels not in (1, 2):
+    if renditions_per_piece < 1 or tempo_variants < 0 or workers < 1 or max_seconds <= 0 or channels not in (1, 2):
         raise ValueError(
-            "need renditions_per_piece >= 1, workers >= 1, max_seconds > 0 and channels 1 or 2, got "
-            f"{renditions_per_piece}, {workers}, {max_seconds} and {channels}"
+            "need renditions_per_piece >= 1, tempo_variants >= 0, workers >= 1, max_seconds > 0 and channels 1 or 2, "
+            f"got {renditions_per_piece}, {tempo_variants}, {workers}, {max_seconds} and {channels}"
         )
     if not 8000 <= sample_rate <= 96000:
         raise ValueError(f"FluidSynth renders at 8000 to 96000 Hz, got sample_rate={sample_rate}")
@@ -471,9 +522,11 @@ def render_corpus(
     _write_metadata(metadata, finished.values())
     jobs = []
     for piece in list_pieces(collections, max_pieces):
-        missing = [i for i in range(renditions_per_piece) if rendition_path(piece.piece_id, i) not in finished]
+        variants = range(tempo_variants + 1) if split_of(piece.piece_id) == "train" else range(1)
+        wanted = [(index, variant) for index in range(renditions_per_piece) for variant in variants]
+        missing = tuple(pair for pair in wanted if rendition_path(piece.piece_id, *pair) not in finished)
         if missing:
-            jobs.append(_Job(piece, tuple(missing), root, settings, keep_midi))
+            jobs.append(_Job(piece, missing, root, settings, keep_midi))
     errors = []
     with metadata.open("a", encoding="utf-8") as index:
         results = _map_unordered(_render_job, jobs, min(workers, max(len(jobs), 1)))
