@@ -60,6 +60,11 @@ class DiffusionObjectiveConfig:
     # held-out loss depends on the caption's key most (docs/model-card.md); flow_logit_std = 0: uniform in [0, 1]
     flow_logit_mean: float = 0.0
     flow_logit_std: float = 0.0
+    # guidance distillation (Meng et al., 2023; FLUX-dev's and the turbo models' few-step path): > 1 trains the U-Net
+    # to predict, in one unguided pass, what the model it starts from (init_from, kept frozen as the teacher)
+    # predicts with classifier-free guidance at this scale; sample the result with guidance_scale=1, half the
+    # U-Net work per step. 0 = off (the data's own target). Needs init_from and a frozen text encoder.
+    distill_guidance_scale: float = 0.0
 
 
 @dataclass
@@ -156,6 +161,7 @@ class DiffusionTrainer(Trainer):
             raise ValueError(f"diffusion.objective must be one of {OBJECTIVES}, got {config.diffusion.objective!r}")
         if not config.init_from:  # before the latent cache is encoded (a fine-tuning run brings its own encoder)
             check_prompt_length(config.text_encoder)
+        check_distillation(config)
         super().__init__(config, "latentmusic-diffusion")
 
     def build(self) -> tuple[Dataset, Any]:
@@ -197,6 +203,11 @@ class DiffusionTrainer(Trainer):
                 }
             )
         self.tokenizer = tokenizer
+        # the teacher of guidance distillation: the starting U-Net as it is, before any adapter (a copy: it must not
+        # follow the student's updates)
+        self.teacher = None
+        if config.diffusion.distill_guidance_scale:
+            self.teacher = copy.deepcopy(unet).requires_grad_(False).eval().to(accelerator.device)
         unet = self.adapt_model(unet)
         self.train_scheduler = make_training_scheduler(
             config.diffusion.objective, config.diffusion.num_train_timesteps, config.diffusion.beta_schedule
@@ -220,9 +231,12 @@ class DiffusionTrainer(Trainer):
         noise: torch.Generator | list[torch.Generator],
         captions: list[str],
         tasks: torch.Generator | list[torch.Generator] | None = None,
+        distill: bool = False,
     ) -> torch.Tensor:
         """The training loss; without `tasks` (the generators of the masks and melody dropout) every example is
-        plain generation (nothing kept, no melody)."""
+        plain generation (nothing kept, no melody). With `distill` the target is the teacher's guided prediction
+        (`diffusion.distill_guidance_scale`) instead of the data's; validation keeps the data's, so held-out losses
+        and caption gaps stay comparable with other runs."""
         config, device = self.config, self.accelerator.device
         latents = vae_utils.scale_latents(self.vae, batch["latents"].to(device))
         text = encode_text(self.tokenizer, self.text_encoder, captions, device, config.text_encoder.max_length)
@@ -254,20 +268,47 @@ class DiffusionTrainer(Trainer):
             self.conditioning_inputs, noised.noisy, keep=keep, known=latents, melody=chroma
         )
         model_input = noised.noisy if extra is None else torch.cat([noised.noisy, extra], dim=1)
+        timing = conditioning.timing_conditioning(seconds_total)
+        if distill:
+            noised.target = self.guided_teacher_prediction(model_input, noised.timesteps, captions, seconds_total)
         prediction = self.unet(
             model_input,
             noised.timesteps,
             encoder_hidden_states=text.hidden_states,
             encoder_attention_mask=text.attention_mask,
-            **conditioning.timing_conditioning(seconds_total),
+            **timing,
         ).sample
         return weighted_mse(prediction, noised, loss_mask)
+
+    @torch.no_grad()
+    def guided_teacher_prediction(
+        self, model_input: torch.Tensor, timesteps: torch.Tensor, captions: list[str], seconds_total: torch.Tensor
+    ) -> torch.Tensor:
+        """The teacher's classifier-free-guided prediction, as `LatentMusicPipeline` samples it: the empty caption
+        (what caption dropout trains) and the caption in one batch, `uncond + scale * (cond - uncond)`."""
+        config, device = self.config, self.accelerator.device
+        text = encode_text(
+            self.tokenizer,
+            self.text_encoder,
+            [""] * len(captions) + list(captions),
+            device,
+            config.text_encoder.max_length,
+        )
+        both = self.teacher(
+            torch.cat([model_input] * 2),
+            torch.cat([timesteps] * 2),
+            encoder_hidden_states=text.hidden_states,
+            encoder_attention_mask=text.attention_mask,
+            **conditioning.timing_conditioning(torch.cat([seconds_total] * 2)),
+        ).sample
+        uncond, cond = both.chunk(2)
+        return uncond + config.diffusion.distill_guidance_scale * (cond - uncond)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         size = len(batch["caption"])
         noise = self.example_generators("noise", size, self.accelerator.device)
         tasks = self.example_generators("tasks", size)
-        loss = self.denoise_loss(batch, noise, batch["caption"], tasks)
+        loss = self.denoise_loss(batch, noise, batch["caption"], tasks, distill=self.teacher is not None)
         self.optimize(loss, self.optimizer, self.unet.parameters(), self.lr_schedule)
         return {"loss": loss.detach()}
 
@@ -305,6 +346,33 @@ class DiffusionTrainer(Trainer):
         if self.with_lora:
             return save_lora_outputs(pipe, self.config.lora, self.output_dir, self.accelerator.is_main_process)
         return self.save_pipeline(pipe)
+
+
+def check_distillation(config: DictConfig) -> None:
+    """Refuse a guidance-distillation setting that cannot work, naming the fix.
+
+    Raises:
+        ValueError: For a scale other than 0 that is not above 1, without `init_from`, or with a trained text
+            encoder (the teacher reads the same text states, which must not drift from the ones it learned).
+    """
+    scale = config.diffusion.distill_guidance_scale
+    if not scale:
+        return
+    if scale <= 1:
+        raise ValueError(
+            f"diffusion.distill_guidance_scale={scale}: the guidance scale to distil must be above 1 (1 is no "
+            "guidance: the student would copy its teacher); use e.g. 3, the scale you sample with, or 0 for off"
+        )
+    if not config.init_from:
+        raise ValueError(
+            "diffusion.distill_guidance_scale needs init_from=: the trained pipeline to distil (the teacher, and "
+            "where the student starts)"
+        )
+    if config.text_encoder.train:
+        raise ValueError(
+            "diffusion.distill_guidance_scale with text_encoder.train=true: the teacher reads the same text "
+            "encoder, which must stay as it learned it; set text_encoder.train=false"
+        )
 
 
 def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
