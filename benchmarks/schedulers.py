@@ -240,10 +240,13 @@ def run_benchmark(pipe: LatentMusicPipeline, args, pairs, reference: EmbeddingSt
     return rows
 
 
-def few_step_rows(pipe: LatentMusicPipeline, args, pairs, reference, rows: list[dict[str, Any]]) -> list[dict]:
+def few_step_rows(
+    pipe: LatentMusicPipeline, args, pairs, reference, rows: list[dict[str, Any]], label: str = ""
+) -> list[dict]:
     """`--no-cfg-steps` rows: each scheduler at those step counts without classifier-free guidance (one U-Net
     evaluation per step instead of two), with its Fréchet distance relative to the same scheduler's largest
-    `--steps` count with guidance (`fd_vs_most_steps`: 1.10 = 10 % worse)."""
+    `--steps` count with guidance (`fd_vs_most_steps`: 1.10 = 10 % worse). `label` names what was loaded into the
+    pipeline for these rows (e.g. a distilled LoRA); the guided rows they are compared with are the plain model's."""
     rate, base, extra = pipe.sample_rate, pipe.scheduler, []
     calls = [0]
     hook = pipe.unet.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
@@ -255,7 +258,7 @@ def few_step_rows(pipe: LatentMusicPipeline, args, pairs, reference, rows: list[
             calls[0] = 0
             start = time.perf_counter()
             audios = generate(pipe, pairs, args.seconds, steps, 1.0, args.seed)
-            row = {"scheduler": name, "steps": steps, "guidance": 1.0, "nfe": calls[0]}
+            row = {"scheduler": f"{name}{label}", "steps": steps, "guidance": 1.0, "nfe": calls[0]}
             row["s_per_clip"] = (time.perf_counter() - start) / len(pairs)
             row.update(score(audios, rate, pairs, reference))
             row["fd_vs_most_steps"] = row["fd"] / most["fd"]
@@ -347,6 +350,12 @@ def main() -> None:
         default=[],
         help="also these step counts without guidance, each compared with its scheduler's largest --steps count",
     )
+    parser.add_argument(
+        "--distilled-lora",
+        default="",
+        help="a guidance-distilled LoRA of --pipeline (diffusion.distill_guidance_scale): its --no-cfg-steps rows "
+        "without guidance, compared with the plain model's guided ones",
+    )
     parser.add_argument("--seed", type=int, default=0, help="clip i uses seed + i")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared machine)")
     parser.add_argument("--out", default="benchmarks/results/schedulers.json")
@@ -360,6 +369,8 @@ def main() -> None:
         return
     if args.clips < 2 or min(args.steps) < 1 or args.seconds <= 0:
         parser.error("need --clips >= 2, --steps >= 1 and --seconds > 0")
+    if args.distilled_lora and not args.no_cfg_steps:
+        parser.error("--distilled-lora adds unguided rows at the --no-cfg-steps counts; give them, e.g. 8")
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     args.data = str(ensure_corpus(Path(args.data or work / "corpus")))
@@ -380,9 +391,14 @@ def main() -> None:
         row.setdefault("guidance", args.guidance if row["steps"] else None)
     if args.no_cfg_steps:
         rows += few_step_rows(pipe, args, pairs, reference, rows)
+    if args.distilled_lora:  # the same unguided rows with a guidance-distilled adapter, against the plain guided ones
+        pipe.load_lora_weights(args.distilled_lora, adapter_name="distilled")
+        guided = [row for row in rows if "fd_vs_most_steps" not in row]
+        rows += few_step_rows(pipe, args, pairs, reference, guided, label=" + distilled LoRA")
     columns = ["scheduler", "steps", "guidance", "nfe", "s_per_clip", "fd", "tempo_acc", "tempo_octave_err"]
     if args.no_cfg_steps:
         columns.append("fd_vs_most_steps")
+
     print()
     print_table(rows, columns)
     best = best_per_budget(rows)

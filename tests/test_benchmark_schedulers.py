@@ -7,8 +7,10 @@ from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from latentmusic.audio import save_audio
+from latentmusic.loaders import make_lora_config
 
 from .conftest import load_benchmark, make_tiny_pipe
 
@@ -70,3 +72,12 @@ def test_scheduler_benchmark_scores_each_scheduler_and_plots(tmp_path):
     assert extra[0]["fd_vs_most_steps"] == extra[0]["fd"] / rows[2]["fd"]
     assert extra[0]["fd"] != rows[1]["fd"]  # guidance changes the clips
     assert bench.best_per_budget(rows + extra) == best
+
+    # --distilled-lora: the unguided rows with an adapter in the U-Net, named for it, against the same guided rows
+    adapted_pipe = make_tiny_pipe()
+    torch.manual_seed(1)
+    adapted_pipe.unet.add_adapter(make_lora_config(adapted_pipe.unet, rank=2, init_lora_weights=False))
+    adapted = bench.few_step_rows(adapted_pipe, args, pairs, reference, rows, label=" + distilled LoRA")
+    assert [row["scheduler"] for row in adapted] == ["ddim + distilled LoRA", "heun + distilled LoRA"]
+    assert adapted[0]["compared_with"] == extra[0]["compared_with"]
+    assert adapted[0]["fd"] != extra[0]["fd"]  # the adapter changes the clips
