@@ -326,6 +326,39 @@ def test_latent_crops_are_fixed_or_reproducibly_random(tmp_path):
     assert crop_starts(dataset) != epoch_0 and dataset[0]["caption"] == ""
 
 
+def test_beat_aligned_crops_start_on_a_beat_of_the_records_tempo(tmp_path):
+    # 10 frames per second: a quarter note is 5 frames at 120 BPM and 7.5 at 80 (starts round to 0, 8, 15, 22, ...)
+    records = [
+        ({**metadata, "bpm": bpm}, latents) for (metadata, latents), bpm in zip(latent_records([60, 60]), (120, 80))
+    ]
+    write_latent_cache(tmp_path, records, latent_rate=10.0)
+    aligned = LatentDataset(tmp_path, segment_frames=8, beat_aligned=True)
+    starts = {0: set(), 1: set()}
+    for epoch in range(40):
+        aligned.set_epoch(epoch)
+        for index in (0, 1):
+            item = aligned[index]
+            starts[index].add(round(item["crop_start_seconds"] * 10))
+            stored = records[index][1]
+            start = round(item["crop_start_seconds"] * 10)
+            assert torch.equal(item["latents"], stored[:, start : start + 8])
+    assert starts[0] <= set(range(0, 53, 5)) and len(starts[0]) > 5
+    assert starts[1] <= {round(k * 7.5) for k in range(8)} and len(starts[1]) > 4
+    assert (max(starts[0]), max(starts[1])) == (50, 45)  # up to the last beat that leaves a full crop
+    fixed = LatentDataset(tmp_path, segment_frames=8, beat_aligned=True, random_crop=False)
+    assert [item["crop_start_seconds"] for item in fixed] == [0, 0]
+    unaligned = {
+        round(LatentDataset(tmp_path, segment_frames=8, seed=s)[0]["crop_start_seconds"] * 10) for s in range(40)
+    }
+    assert unaligned - set(range(0, 53, 5))  # without it, crops start anywhere
+
+
+def test_beat_aligned_crops_need_a_tempo(tmp_path):
+    write_latent_cache(tmp_path, latent_records([20]), latent_rate=10.0)
+    with pytest.raises(ValueError, match="need each record's tempo as a positive 'bpm'"):
+        LatentDataset(tmp_path, segment_frames=8, beat_aligned=True)
+
+
 def test_latent_batches_collate(tmp_path):
     write_latent_cache(tmp_path, latent_records([40, 6], channels=3), latent_rate=10.0)
     batch = collate([LatentDataset(tmp_path)[index] for index in range(2)])

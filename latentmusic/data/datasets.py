@@ -329,6 +329,11 @@ class LatentDataset(CaptionedDataset):
         seed: Seeds the crops, caption choices and dropout (with the epoch and index).
         channels: If given, the tensors the model expects by name and channels (e.g. ``{"latents": 32}``); a
             cache without one of them, or with another width, raises.
+        beat_aligned: Random crops start a whole number of quarter notes (the record's ``bpm``) after the clip's
+            start, which the rendered corpus puts on the music's first note, so every crop begins on a beat. Then
+            the mean of many clips of one tempo keeps their beat grid: a denoiser gains from the caption's tempo at
+            high noise, where the music itself is not yet audible. (From any position, the crops' beats fall
+            anywhere and average out.) Needs ``bpm`` in every record.
 
     Attributes:
         latent_rate: Latent frames per second of audio.
@@ -346,6 +351,7 @@ class LatentDataset(CaptionedDataset):
         caption_choice: str = "random",
         seed: int = 0,
         channels: dict[str, int] | None = None,
+        beat_aligned: bool = False,
     ) -> None:
         if segment_frames is not None and segment_frames <= 0:
             raise ValueError(f"segment_frames must be positive (or None for whole clips), got {segment_frames}")
@@ -354,6 +360,7 @@ class LatentDataset(CaptionedDataset):
         records = read_jsonl_index(index_file(root, LATENTS_FILE), split)
         super().__init__(root, records, random_crop, caption_dropout, caption_choice, seed)
         self.segment_frames = segment_frames
+        self.beat_aligned = beat_aligned
         self.latent_rate = float(config["latent_rate"])
         self.scaling_factor = float(config["scaling_factor"])
         self.channels = dict(config["channels"] or {})
@@ -369,6 +376,12 @@ class LatentDataset(CaptionedDataset):
                     f"{self._where(index)}: holds {record.get('channels')}, but {LATENT_CONFIG_FILE} says "
                     f"{self.channels}; all entries of a cache must come from one autoencoder: re-encode this clip "
                     "or remove the line"
+                )
+            if beat_aligned and not (isinstance(record.get("bpm"), (int, float)) and record["bpm"] > 0):
+                raise ValueError(
+                    f"{self._where(index)}: beat-aligned crops need each record's tempo as a positive 'bpm' "
+                    f"(quarter notes per minute), got {record.get('bpm')!r}; add it to the metadata line, or train "
+                    "with data.beat_aligned_crops=false"
                 )
 
     def __getitem__(self, index: int) -> Record:
@@ -397,7 +410,8 @@ class LatentDataset(CaptionedDataset):
                     )
                 frames = next(iter(shapes.values()))[1]
                 length = self.segment_frames or frames
-                start = self._crop_start(frames - length, rng)
+                start = self._beat_start(index, frames - length, rng) if self.beat_aligned else None
+                start = self._crop_start(frames - length, rng) if start is None else start
                 tensors = {}
                 for name in shapes:
                     crop = file.get_slice(name)[:, start : start + length]
@@ -409,3 +423,9 @@ class LatentDataset(CaptionedDataset):
         real = next(iter(tensors.values())).shape[-1]
         padded = {name: F.pad(tensor, (0, length - real)) for name, tensor in tensors.items()}
         return padded, torch.arange(length) < real, start, frames
+
+    def _beat_start(self, index: int, max_start: int, rng: torch.Generator) -> int:
+        """A random crop start on a beat: the nearest frame to a whole number of quarter notes."""
+        beat = self.latent_rate * 60.0 / self._records[index][1]["bpm"]  # frames per quarter note
+        beats = max(0, int(max_start // beat)) if self.random_crop else 0
+        return round(int(torch.randint(0, beats + 1, (), generator=rng)) * beat)
