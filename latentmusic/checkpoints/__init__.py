@@ -18,6 +18,10 @@ SHIPPED = {
     "latentmusic/demo-token-lm": "demo-token-lm",
 }
 DEFAULT_PIPELINE = "latentmusic/demo"
+# name -> folder of a LoRA adapter (a `save_lora_weights` folder) for a shipped pipeline, for `load_lora_weights`
+SHIPPED_LORAS = {
+    "latentmusic/demo-turbo": "demo-turbo",  # guidance-distilled for latentmusic/demo: guidance_scale=1, 8 steps
+}
 
 
 def shipped_path(name: str) -> Path:
@@ -49,4 +53,18 @@ def resolve_pretrained(name_or_path: str | os.PathLike) -> str | os.PathLike:
     unchanged."""
     if isinstance(name_or_path, str) and name_or_path in SHIPPED and not Path(name_or_path).exists():
         return str(shipped_path(name_or_path))
+    return name_or_path
+
+
+def resolve_lora(name_or_path: str | os.PathLike) -> str | os.PathLike:
+    """A shipped LoRA's folder for its name (unless a local folder of that name exists); anything else unchanged.
+
+    Args:
+        name_or_path: One of :data:`SHIPPED_LORAS` (e.g. ``"latentmusic/demo-turbo"``), or a path.
+
+    Returns:
+        The folder, or ``name_or_path`` as given.
+    """
+    if isinstance(name_or_path, str) and name_or_path in SHIPPED_LORAS and not Path(name_or_path).exists():
+        return str(FOLDER / SHIPPED_LORAS[name_or_path])
     return name_or_path

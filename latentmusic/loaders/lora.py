@@ -26,6 +26,8 @@ import torch
 from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY, LORA_WEIGHT_NAME_SAFE, LoraBaseMixin
 from torch import nn
 
+from ..checkpoints import resolve_lora
+
 if TYPE_CHECKING:
     from peft import LoraConfig
 
@@ -273,7 +275,8 @@ class MusicLoraLoaderMixin(LoraBaseMixin):
 
         Args:
             pretrained_model_name_or_path_or_dict: A folder written by `save_lora_weights`, a `.safetensors`
-                file, or a state dict with `<component>.`-prefixed keys.
+                file, the name of a shipped adapter (`"latentmusic/demo-turbo"`), or a state dict with
+                `<component>.`-prefixed keys.
             weight_name: The file's name inside the folder (defaults to `pytorch_lora_weights.safetensors`).
             return_lora_metadata: Also return the metadata (`{}` for a state dict).
 
@@ -287,7 +290,7 @@ class MusicLoraLoaderMixin(LoraBaseMixin):
         if isinstance(pretrained_model_name_or_path_or_dict, dict):
             state_dict, metadata = dict(pretrained_model_name_or_path_or_dict), {}
         else:
-            state_dict, metadata = read_lora_file(pretrained_model_name_or_path_or_dict, weight_name)
+            state_dict, metadata = read_lora_file(resolve_lora(pretrained_model_name_or_path_or_dict), weight_name)
         for key in state_dict:
             _module_of(key)
         return (state_dict, metadata) if return_lora_metadata else state_dict
@@ -302,7 +305,9 @@ class MusicLoraLoaderMixin(LoraBaseMixin):
 
         Args:
             pretrained_model_name_or_path_or_dict: A folder written by `save_lora_weights` (or the recipe
-                `recipes/finetune_lora.py`), a `.safetensors` file, or a state dict with prefixed keys.
+                `recipes/finetune_lora.py`), a `.safetensors` file, a shipped adapter's name
+                (`"latentmusic/demo-turbo"`: few-step sampling for `latentmusic/demo`), or a state dict with prefixed
+                keys.
             adapter_name: Name of the adapter, for `set_adapters` and friends; `None` = peft's next free name
                 (`default_0`, `default_1`, ...).
             weight_name: The file's name inside the folder.
