@@ -38,6 +38,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     # 2. Load and generate
     pipe = pipeline_cls.from_pretrained(folder)
+    if args.lora:
+        pipe.load_lora_weights(args.lora)
     guidance = args.guidance if args.guidance is not None else (3.0 if token else 4.0)
     options: dict = {"guidance_scale": guidance}
     if not token:
@@ -127,6 +129,14 @@ def _check_generate_arguments(args: argparse.Namespace, token: bool, flow: bool)
         raise UsageError("say what to generate: a prompt, or --story 'prompt A:8' 'prompt B:8'")
     if args.prompt is not None and not args.prompt.strip():
         raise UsageError("the prompt is empty; describe the music, e.g. 'a slow Bach chorale on a church organ'")
+    if args.lora is not None:
+        from .checkpoints import SHIPPED_LORAS, resolve_lora
+
+        if not Path(resolve_lora(args.lora)).exists():
+            raise UsageError(
+                f"--lora {args.lora}: no such file or folder; pass the folder a LoRA run wrote (<output_dir>/lora), "
+                f"its .safetensors file, or a shipped adapter ({', '.join(sorted(SHIPPED_LORAS))})"
+            )
     if token:
         used = [name for name in DIFFUSION_ONLY if getattr(args, name[2:]) is not None]
         if used:
@@ -276,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--guidance", type=float, default=None, help="classifier-free guidance scale (default 4, token LM 3)"
     )
     gen.add_argument("--negative-prompt", default=None, help="what to steer away from")
+    gen.add_argument(
+        "--lora",
+        default=None,
+        help="a LoRA adapter to load: a folder, a .safetensors file, or latentmusic/demo-turbo (the demo's "
+        "few-step adapter: use it with --guidance 1 --steps 8 --scheduler flow-unipc-shift2)",
+    )
     gen.add_argument("--seed", type=int, default=None, help="random seed for reproducible output")
     gen.add_argument("-n", type=int, default=1, help="number of variations")
     gen.add_argument("--out", default="out.wav", help="output file (.wav, .flac or .ogg)")

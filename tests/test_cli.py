@@ -89,6 +89,7 @@ def no_model_load(monkeypatch):
         (["--out", "/proc/latentmusic.wav"], "cannot be written"),  # a folder no one can make files in
         (["--model", "NO_SUCH_FOLDER"], "is not a folder; pass a folder written by save_pretrained"),
         (["--model", "FOLDER"], "has no model_index.json"),
+        (["--lora", "no-such-lora"], "--lora no-such-lora: no such file or folder"),
     ],
 )
 def test_argument_errors_come_before_the_model_loads(

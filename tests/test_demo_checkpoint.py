@@ -110,6 +110,14 @@ def test_the_cli_generates_with_the_demo_by_default(tmp_path, capsys):
     assert rate == 16000 and len(audio) == 32000 and np.abs(audio).max() > 1e-3
 
 
+def test_the_cli_loads_the_turbo_lora_by_name(tmp_path):
+    common = ["generate", FAST, "--seconds", "2", "--steps", "8", "--guidance", "1", "--seed", "0"]
+    assert main([*common, "--out", str(tmp_path / "plain.wav")]) == 0
+    assert main([*common, "--lora", "latentmusic/demo-turbo", "--out", str(tmp_path / "turbo.wav")]) == 0
+    plain, turbo = sf.read(tmp_path / "plain.wav")[0], sf.read(tmp_path / "turbo.wav")[0]
+    assert len(plain) == len(turbo) == 32000 and not np.allclose(plain, turbo, atol=1e-3)
+
+
 def test_the_token_branch_demo_loads_and_generates():
     pipe = TokenMusicPipeline.from_pretrained("latentmusic/demo-token-lm")
     pipe.set_progress_bar_config(disable=True)
