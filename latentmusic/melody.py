@@ -2,12 +2,12 @@
 
 MusicGen conditions on a chromagram reduced to its argmax per frame, an information bottleneck that keeps the
 tune and drops timbre, so the model cannot just copy the reference. The chromagram comes from librosa (a core
-dependency); frames quieter than `silence_db` below the clip's peak get no pitch class at all.
+dependency, imported only when a chromagram is made, as the evaluation metrics do, so the training recipes start
+without it); frames quieter than `silence_db` below the clip's peak get no pitch class at all.
 """
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 import torch
 
@@ -28,6 +28,8 @@ def melody_chroma(
             to them by nearest neighbour.
         silence_db: Frames this far below the loudest frame have no pitch class (all zeros).
     """
+    import librosa
+
     mono = check_audio(torch.as_tensor(audio).float(), "melody").mean(0).numpy()
     hop = 512
     chroma = librosa.feature.chroma_stft(y=mono, sr=sample_rate, n_fft=2048, hop_length=hop)  # (12, frames)

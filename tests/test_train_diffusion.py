@@ -173,3 +173,37 @@ def test_a_stopped_run_resumes_with_the_same_losses_and_weights(corpus_dir, vae_
     x, y = LatentMusicPipeline.from_pretrained(straight), LatentMusicPipeline.from_pretrained(resumed)
     for (name, p), q in zip(x.unet.state_dict().items(), y.unet.state_dict().values()):
         assert torch.equal(p, q), name
+
+
+@pytest.mark.slow
+def test_a_time_boxed_run_stops_with_a_checkpoint_and_continues(corpus_dir, vae_dir, tmp_path, monkeypatch):
+    """`run.max_minutes` ends an invocation between steps, on a clock read once per step (here one that advances a
+    minute per reading), with a checkpoint and the model saved; run again, it resumes there and finishes with the
+    losses of an uninterrupted run."""
+    tiny = "recipes/configs/diffusion/tiny.yaml"
+    common = [f"vae={vae_dir}", f"data.root={corpus_dir}", f"data.latent_cache={tmp_path / 'latents'}",
+              "run.report_to=none", "run.progress_bar=false", "run.eval_every=1000", "run.sample_every=0",
+              "run.log_every=1", "run.checkpoint_every=100", "run.max_steps=8"]  # fmt: skip
+
+    def train(output, *extra):
+        return train_diffusion(
+            load_config(DiffusionTrainingConfig, tiny, [*common, f"run.output_dir={output}", *extra])
+        )
+
+    def losses(folder):
+        rows = [json.loads(line) for line in (folder / "losses.jsonl").read_text().splitlines()]
+        return {row["step"]: row["loss"] for row in rows if "loss" in row}
+
+    straight = train(tmp_path / "straight")
+    minutes = iter(range(1000))
+    monkeypatch.setattr("latentmusic.training.runner.time.monotonic", lambda: 60.0 * next(minutes))
+    boxed = tmp_path / "boxed"
+    saved = train(boxed, "run.max_minutes=3.5")  # readings 0 (start), 1, 2, 3 pass; 4 > 3.5 stops after step 3
+    assert sorted(losses(boxed)) == [1, 2, 3]
+    assert [c.name for c in (boxed / "checkpoints").iterdir()] == ["checkpoint-00000003"]
+    assert (saved / "model_index.json").is_file()
+    resumed = train(boxed)  # max_minutes=0: no limit
+    assert losses(boxed) == losses(tmp_path / "straight")
+    x, y = LatentMusicPipeline.from_pretrained(straight), LatentMusicPipeline.from_pretrained(resumed)
+    for (name, p), q in zip(x.unet.state_dict().items(), y.unet.state_dict().values()):
+        assert torch.equal(p, q), name

@@ -26,6 +26,7 @@ on the seed and `s`, and a run resumed from a checkpoint continues exactly as an
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,9 @@ class RunConfig:
 
     output_dir: str = "outputs/run"  # checkpoints, samples, logs and the final model go here
     max_steps: int = 1000  # optimisation steps in total (a resumed run continues up to this)
+    # stop this invocation after so many minutes of training (0: no limit), with a checkpoint and the final model
+    # as at max_steps, so a run fits a job's time limit (a GPU lease, a queue); run it again to continue
+    max_minutes: float = 0.0
     seed: int = 0  # seeds data order, crops, initialisation and noise (each its own stream)
     # micro-batches per optimisation step: the batch of one step is data.batch_size x this x the number of processes
     gradient_accumulation_steps: int = 1
@@ -331,7 +335,8 @@ class Trainer:
         self._start_progress()
         self._train_mode()
         batches = self._micro_batches(loader, train_set)
-        while not self.done:
+        self._started = time.monotonic()
+        while not self.done and not self._out_of_time():
             batch = next(batches)
             self._record_examples(batch)
             torch.manual_seed(
@@ -355,6 +360,19 @@ class Trainer:
         folder = self.save()
         self._finish()
         return folder
+
+    def _out_of_time(self) -> bool:
+        """Whether `run.max_minutes` have passed since the loop started, decided by the main process's clock and
+        shared, so every process stops after the same step."""
+        minutes = self.run_config.max_minutes
+        if not minutes or self.micro:
+            return False
+        late = float(time.monotonic() - self._started > minutes * 60)
+        flag = torch.tensor(late if self.accelerator.is_main_process else 0.0, device=self.accelerator.device)
+        if self.accelerator.reduce(flag, reduction="sum").item() > 0:
+            self.accelerator.print(f"run.max_minutes={minutes:g} reached at step {self.step}: saving")
+            return True
+        return False
 
     def _train_mode(self) -> None:
         # only trained modules are in `models`: frozen ones (a text encoder that is not trained) stay in eval mode
