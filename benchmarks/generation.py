@@ -24,6 +24,10 @@ peak should not grow with the length (the output itself, a few MiB per minute, a
 
     python benchmarks/generation.py                       # small config, 10 s at 25 steps, 60 s for memory
     python benchmarks/generation.py --config tiny --seconds 4 --long-seconds 20 --repeats 1   # a smoke run
+    python benchmarks/generation.py --device cuda --config base   # on a GPU: absolute times; peak CUDA memory
+
+With `--device cuda` every timed call ends with `torch.cuda.synchronize()`, and the memory runs report the peak
+of the CUDA allocator (`torch.cuda.max_memory_allocated`) instead of RSS.
 """
 
 from __future__ import annotations
@@ -66,13 +70,20 @@ def generate(pipe, kind: str, seconds: float, steps: int, guidance: float):
     return pipe(PROMPT, **length, num_inference_steps=steps, guidance_scale=guidance, generator=generator).audios
 
 
-def build(kind: str, config: str, seconds: float, window: float | None = None):
+def build(kind: str, config: str, seconds: float, window: float | None = None, device: str = "cpu"):
     ours = build_latent_pipeline(config, max_seconds=window or seconds)
     if kind == "latentmusic":
-        return ours
+        return ours.to(device)
     if kind == "stable_audio":
-        return build_stable_audio_pipeline(config, ours, seconds)
-    return {"stable_audio_3": build_stable_audio3_pipeline, "ace_step": build_ace_step_pipeline}[kind](config, ours)
+        return build_stable_audio_pipeline(config, ours, seconds).to(device)
+    peers = {"stable_audio_3": build_stable_audio3_pipeline, "ace_step": build_ace_step_pipeline}
+    return peers[kind](config, ours).to(device)
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work, so a timer read after it counts the work (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def denoiser(pipe):
@@ -95,17 +106,19 @@ def latent_shape(pipe, seconds: float) -> tuple[int, int]:
     return vae_utils.vae_latent_channels(vae), math.ceil(seconds * rate / vae_utils.vae_hop_length(vae))
 
 
-def decode_once(pipe, seconds: float) -> float:
+def decode_once(pipe, seconds: float, device: str = "cpu") -> float:
     """Wall time of decoding one clip's latents (the part of a call that is not the denoising loop)."""
     channels, frames = latent_shape(pipe, seconds)
-    latents = torch.randn(1, channels, frames, generator=torch.Generator().manual_seed(0))
+    latents = torch.randn(1, channels, frames, generator=torch.Generator().manual_seed(0)).to(device)
+    synchronize(device)
     start = time.perf_counter()
     pipe.vae.decode(latents)
+    synchronize(device)
     return time.perf_counter() - start
 
 
 def speed_rows(args) -> list[dict]:
-    pipes = {kind: build(kind, args.config, args.seconds) for kind in args.pipelines}
+    pipes = {kind: build(kind, args.config, args.seconds, device=args.device) for kind in args.pipelines}
     times: dict[str, list[float]] = {kind: [] for kind in pipes}
     decode_times: dict[str, list[float]] = {kind: [] for kind in pipes}
     with torch.inference_mode():
@@ -113,10 +126,12 @@ def speed_rows(args) -> list[dict]:
             generate(pipe, kind, args.seconds, args.steps, args.guidance)
         for _ in range(args.repeats):  # interleaved, so load on the machine hits all alike
             for kind, pipe in pipes.items():
+                synchronize(args.device)
                 start = time.perf_counter()
                 generate(pipe, kind, args.seconds, args.steps, args.guidance)
+                synchronize(args.device)
                 times[kind].append(time.perf_counter() - start)
-                decode_times[kind].append(decode_once(pipe, args.seconds))
+                decode_times[kind].append(decode_once(pipe, args.seconds, args.device))
     rows = []
     for kind, pipe in pipes.items():
         best = min(times[kind])
@@ -143,15 +158,24 @@ def speed_rows(args) -> list[dict]:
     return rows
 
 
-def measure_memory(kind: str, config: str, seconds: float, steps: int, guidance: float, window: float | None) -> dict:
-    """Run in a fresh process: build the pipeline, then generate once; report RSS before and at the peak.
-    With a `window` (ours only) the U-Net covers that many seconds and longer clips are made window by window."""
-    pipe = build(kind, config, seconds, window)
+def measure_memory(
+    kind: str, config: str, seconds: float, steps: int, guidance: float, window: float | None, device: str = "cpu"
+) -> dict:
+    """Run in a fresh process: build the pipeline, then generate once; report RSS (on a GPU: the CUDA allocator's
+    memory) before and at the peak. With a `window` (ours only) the U-Net covers that many seconds and longer clips
+    are made window by window."""
+    pipe = build(kind, config, seconds, window, device)
     if kind == "latentmusic":
         pipe.vae.enable_chunking()  # bounded-memory decoding of long clips
     import gc
 
     gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        built = torch.cuda.memory_allocated() / 2**20
+        with torch.inference_mode():
+            generate(pipe, kind, seconds, steps, guidance)
+        return {"built_cuda_MiB": built, "peak_cuda_MiB": torch.cuda.max_memory_allocated() / 2**20}
     built = rss_mib()
     if not reset_peak_rss():
         raise RuntimeError("peak memory needs Linux's /proc/self/clear_refs")
@@ -182,6 +206,8 @@ def memory_rows(args) -> list[dict]:
             str(args.long_steps),
             "--threads",
             str(args.threads),
+            "--device",
+            args.device,
         ]
         result = json.loads(
             subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
@@ -193,7 +219,8 @@ def memory_rows(args) -> list[dict]:
                 "window_s": window or seconds,
                 "steps": args.long_steps,
                 **result,
-                "generation_MiB": result["peak_rss_MiB"] - result["built_rss_MiB"],
+                "generation_MiB": next(result[k] for k in result if k.startswith("peak"))
+                - next(result[k] for k in result if k.startswith("built")),
             }
         )
     return rows
@@ -229,6 +256,7 @@ def main() -> None:
         default=["latentmusic", "stable_audio", "ace_step"],
         help="which the peak-memory run measures (default: all but stable_audio_3)",
     )
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for absolute GPU times and CUDA memory")
     parser.add_argument("--window", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--_memory", choices=PIPELINES, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,7 +264,11 @@ def main() -> None:
 
     if args._memory:
         print(
-            json.dumps(measure_memory(args._memory, args.config, args.long_seconds, args.long_steps, 4.0, args.window))
+            json.dumps(
+                measure_memory(
+                    args._memory, args.config, args.long_seconds, args.long_steps, 4.0, args.window, args.device
+                )
+            )
         )
         return
 
@@ -245,7 +277,15 @@ def main() -> None:
     print()
     memory = memory_rows(args)
     print_table(memory)
-    write_json(args.out, "generation", speed, memory=memory, config=args.config, threads=torch.get_num_threads())
+    write_json(
+        args.out,
+        "generation",
+        speed,
+        memory=memory,
+        config=args.config,
+        threads=torch.get_num_threads(),
+        device=args.device,
+    )
 
 
 if __name__ == "__main__":

@@ -214,6 +214,9 @@ def test_bad_run_settings_are_refused_with_the_allowed_values(tmp_path):
     with pytest.warns(UserWarning, match="fp16 needs a CUDA GPU"):
         assert resolve_mixed_precision("fp16") == "no"
     assert resolve_mixed_precision("bf16") == "bf16"  # CPUs autocast to bfloat16
+    # a bare `no` is YAML's false: `run.mixed_precision=no` reaches the str field as "False" and means "no"
+    config = load_config(DiffusionTrainingConfig, None, ["run.mixed_precision=no"])
+    assert resolve_mixed_precision(config.run.mixed_precision) == "no"
     with pytest.raises(ValueError, match="gradient_accumulation_steps must be at least 1"):
         line_run(tmp_path, 2, accumulation=0)
 

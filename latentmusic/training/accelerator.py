@@ -55,6 +55,9 @@ def resolve_mixed_precision(requested: str) -> str:
     Raises:
         ValueError: If `requested` is not one of the modes.
     """
+    # YAML reads a bare `no` (run.mixed_precision=no on the command line, or in a config file) as false, which the
+    # str-typed field then holds as "False"
+    requested = "no" if str(requested).lower() == "false" else requested
     if requested not in MIXED_PRECISION:
         raise ValueError(f"run.mixed_precision must be one of {MIXED_PRECISION}, got {requested!r}")
     if requested == "no":
