@@ -272,20 +272,14 @@ def main() -> None:
         )
         return
 
+    settings = dict(config=args.config, threads=torch.get_num_threads(), device=args.device)
     speed = speed_rows(args)
     print_table(speed)
+    write_json(args.out, "generation", speed, memory=[], **settings)  # kept if the memory runs are cut short
     print()
     memory = memory_rows(args)
     print_table(memory)
-    write_json(
-        args.out,
-        "generation",
-        speed,
-        memory=memory,
-        config=args.config,
-        threads=torch.get_num_threads(),
-        device=args.device,
-    )
+    write_json(args.out, "generation", speed, memory=memory, **settings)
 
 
 if __name__ == "__main__":
