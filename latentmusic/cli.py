@@ -19,7 +19,7 @@ class UsageError(ValueError):
 
 
 # options only the diffusion pipeline takes (the token LM samples codes: no steps, scheduler or masks)
-DIFFUSION_ONLY = ("--steps", "--scheduler", "--inpaint", "--strength", "--melody", "--story")
+DIFFUSION_ONLY = ("--steps", "--scheduler", "--inpaint", "--strength", "--melody", "--story", "--bpm")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -151,6 +151,8 @@ def _check_generate_arguments(args: argparse.Namespace, token: bool, flow: bool)
         raise UsageError(f"--guidance must be a finite number >= 0 (1 disables guidance), got {args.guidance}")
     if args.negative_prompt is not None and args.guidance is not None and args.guidance <= 1:
         raise UsageError(f"--negative-prompt acts through guidance; use --guidance > 1, got {args.guidance}")
+    if args.bpm is not None and not 1 <= args.bpm < float("inf"):
+        raise UsageError(f"--bpm is a tempo in quarter notes per minute, e.g. 120; got {args.bpm}")
     if args.strength is not None and not 0 <= args.strength <= 1:
         raise UsageError(f"--strength must be in [0, 1] (0 keeps --audio, 1 ignores it), got {args.strength}")
     if args.seed is not None and not 0 <= args.seed < 2**63:
@@ -223,6 +225,8 @@ def _task_arguments(args: argparse.Namespace) -> dict:
     if args.melody is not None:
         melody, melody_rate = load_audio(args.melody)
         task.update(melody=melody, melody_sample_rate=melody_rate)
+    if args.bpm is not None:
+        task["bpm"] = args.bpm
     if args.audio is None:
         if edits:
             raise UsageError(f"{', '.join(edits)} act on input audio; pass it with --audio FILE")
@@ -302,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--strength", type=float, help="remix --audio: 0 keeps it, 1 ignores it")
     gen.add_argument("--melody", help="a recording whose tune to follow (models trained with melodies)")
+    gen.add_argument(
+        "--bpm", type=float, help="put the beats at this tempo, e.g. 120 (models trained with beat grids)"
+    )
     gen.add_argument(
         "--story", nargs="+", metavar="PROMPT:SECONDS", help="one piece in sections, e.g. 'calm organ:8' 'fast reel:8'"
     )

@@ -41,8 +41,10 @@ def perturb_(module: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.
     return module
 
 
-def make_tiny_pipe(masking: bool = False, melody: bool = False, latent_channels: int = 4) -> LatentMusicPipeline:
-    """A tiny random pipeline; `masking` and `melody` give its U-Net those conditioning inputs."""
+def make_tiny_pipe(
+    masking: bool = False, melody: bool = False, latent_channels: int = 4, beat: bool = False
+) -> LatentMusicPipeline:
+    """A tiny random pipeline; `masking`, `melody` and `beat` give its U-Net those conditioning inputs."""
     torch.manual_seed(0)
     tokenizer = build_caption_tokenizer(CAPTIONS, model_max_length=16)
     text_encoder = T5EncoderModel(
@@ -58,7 +60,7 @@ def make_tiny_pipe(masking: bool = False, melody: bool = False, latent_channels:
         cross_attention_dim=16,
         norm_num_groups=4,
         max_seconds=2.0,
-        conditioning_inputs=conditioning_inputs(latent_channels, masking=masking, melody=melody),
+        conditioning_inputs=conditioning_inputs(latent_channels, masking=masking, melody=melody, beat=beat),
     )
     perturb_(unet).eval()
     scheduler = make_training_scheduler("v_prediction")

@@ -82,6 +82,8 @@ def no_model_load(monkeypatch):
         (["--audio", "PREFIX", "--continue"], "must be longer than --audio's 0.50 s"),
         (["--audio", "PREFIX", "--strength", "2"], "--strength must be in [0, 1]"),
         (["--melody", "MISSING.wav"], "audio file not found"),
+        (["--bpm", "0"], "--bpm is a tempo in quarter notes per minute"),
+        (["--bpm", "nan"], "--bpm is a tempo in quarter notes per minute"),
         (["--out", "x.mp3"], "unsupported audio format '.mp3'"),
         (["--out", "FOLDER"], "is a folder"),
         (["--out", "UNDER_A_FILE"], "is a file, so nothing can be written under it"),
@@ -198,6 +200,17 @@ def test_melody_option_reaches_the_pipeline(tmp_path, capsys):
     assert generate(folder, tmp_path / "m.wav", "--melody", str(tmp_path / "ref.wav")) == 0
     assert generate(make_tiny_pipe_dir(tmp_path), tmp_path / "x.wav", "--melody", str(tmp_path / "ref.wav")) == 2
     assert "not trained with melodies" in capsys.readouterr().err
+
+
+def test_bpm_option_reaches_the_pipeline(tmp_path, capsys):
+    folder = tmp_path / "beat-pipe"
+    make_tiny_pipe(beat=True).save_pretrained(folder)
+    assert generate(folder, tmp_path / "a.wav", "--seed", "0", "--bpm", "120") == 0
+    assert generate(folder, tmp_path / "b.wav", "--seed", "0", "--bpm", "80") == 0
+    a, b = (sf.read(tmp_path / name)[0] for name in ("a.wav", "b.wav"))
+    assert not np.allclose(a, b)  # the grid changed the clip
+    assert generate(make_tiny_pipe_dir(tmp_path), tmp_path / "x.wav", "--bpm", "120") == 2
+    assert "not trained with beat grids" in capsys.readouterr().err
 
 
 def make_tiny_pipe_dir(tmp_path):

@@ -113,6 +113,19 @@ def test_masked_unet_sees_the_mask_and_the_known_latents(masked_pipe):
     assert seen[0][:, 5:, :160].abs().sum() > 0 and seen[0][:, 5:, 160:].abs().sum() == 0
 
 
+def test_a_reloaded_masked_pipeline_continues_as_the_saved_one(masked_pipe, tmp_path):
+    """diffusers writes config keys sorted, so `conditioning_inputs` come back as {known_latents, mask}: the
+    channels must still be concatenated in the order the U-Net was trained with (mask first), or a reloaded
+    pipeline continues and inpaints from shuffled inputs."""
+    masked_pipe.save_pretrained(tmp_path)
+    reloaded = type(masked_pipe).from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    assert list(reloaded.unet.config.conditioning_inputs) == ["known_latents", "mask"]  # as stored
+    assert list(reloaded.conditioning_inputs) == ["mask", "known_latents"]  # as concatenated
+    kwargs = dict(audio=music(0.64), audio_length_in_s=1.28)
+    torch.testing.assert_close(generate(reloaded, **kwargs), generate(masked_pipe, **kwargs))
+
+
 def test_strength_zero_returns_the_reconstruction_and_one_ignores_the_input(pipe):
     audio = music(1.5)
     torch.testing.assert_close(generate(pipe, audio=audio, strength=0.0)[0], reconstruction(pipe, audio, 1.5))

@@ -3,12 +3,15 @@
 A U-Net trained for JEN-1's continuation and inpainting, or for melodies, sees more than its noisy latents. Its
 config names those inputs, in the order they are concatenated, with their widths:
 
-    conditioning_inputs = {"mask": 1, "known_latents": 32, "melody_chroma": 12}
+    conditioning_inputs = {"mask": 1, "known_latents": 32, "melody_chroma": 12, "beat_grid": 2}
 
 - `mask` (1 channel): 1 on the latent frames whose clean latents are given, 0 where the model generates;
 - `known_latents` (as many channels as the latents): the given clean (scaled) latents, zero where generated;
 - `melody_chroma` (12 channels): the dominant pitch class per latent frame of a reference tune (one-hot), zeros
-  without one.
+  without one;
+- `beat_grid` (2 channels): the phase of a quarter-note pulse at a tempo, as cosine and sine per latent frame
+  (`beat_grid`), zeros without one: a rhythm control that tells the U-Net where the beats fall, which a tempo
+  written in the caption alone hardly does (docs/model-card.md).
 
 This module is the one place that defines them: `conditioning_inputs` names them for a training run,
 `build_conditioning` builds the tensor from them in training and in the pipeline alike, and
@@ -20,6 +23,7 @@ generation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -29,7 +33,9 @@ from ..melody import PITCH_CLASSES
 MASK = "mask"
 KNOWN_LATENTS = "known_latents"
 MELODY_CHROMA = "melody_chroma"
-CONDITIONING_NAMES = (MASK, KNOWN_LATENTS, MELODY_CHROMA)
+BEAT_GRID = "beat_grid"
+CONDITIONING_NAMES = (MASK, KNOWN_LATENTS, MELODY_CHROMA, BEAT_GRID)
+BEAT_CHANNELS = 2
 
 
 def conditioning_width(name: str, latent_channels: int) -> int:
@@ -42,25 +48,46 @@ def conditioning_width(name: str, latent_channels: int) -> int:
     Returns:
         Its number of channels.
     """
-    widths = {MASK: 1, KNOWN_LATENTS: latent_channels, MELODY_CHROMA: PITCH_CLASSES}
+    widths = {MASK: 1, KNOWN_LATENTS: latent_channels, MELODY_CHROMA: PITCH_CLASSES, BEAT_GRID: BEAT_CHANNELS}
     if name not in widths:
         raise ValueError(f"unknown conditioning input {name!r}; choose from {CONDITIONING_NAMES}")
     return widths[name]
 
 
-def conditioning_inputs(latent_channels: int, *, masking: bool = False, melody: bool = False) -> dict[str, int]:
-    """The conditioning inputs of a U-Net trained with JEN-1's masks and/or melodies, in concatenation order.
+def conditioning_inputs(
+    latent_channels: int, *, masking: bool = False, melody: bool = False, beat: bool = False
+) -> dict[str, int]:
+    """The conditioning inputs of a U-Net trained with JEN-1's masks, melodies and/or beat grids, in concatenation
+    order.
 
     Args:
         latent_channels: Channels of the latents.
         masking: Continuation and inpainting training (the `mask` and `known_latents` inputs).
         melody: Melody conditioning (the `melody_chroma` input).
+        beat: Beat-grid conditioning (the `beat_grid` input).
 
     Returns:
         Names and widths, e.g. `{"mask": 1, "known_latents": 32}`.
     """
     names = ([MASK, KNOWN_LATENTS] if masking else []) + ([MELODY_CHROMA] if melody else [])
+    names += [BEAT_GRID] if beat else []
     return {name: conditioning_width(name, latent_channels) for name in names}
+
+
+def ordered(inputs: Mapping[str, int]) -> dict[str, int]:
+    """The inputs in the one order they are concatenated in: `CONDITIONING_NAMES`'s, whatever the mapping's own.
+    (A saved config's keys come back sorted, as diffusers writes them, so a mapping's order cannot be trusted.)
+
+    Args:
+        inputs: Names and widths.
+
+    Returns:
+        The same names and widths, in concatenation order.
+    """
+    unknown = [name for name in inputs if name not in CONDITIONING_NAMES]
+    if unknown:
+        raise ValueError(f"unknown conditioning input {unknown[0]!r}; choose from {CONDITIONING_NAMES}")
+    return {name: inputs[name] for name in CONDITIONING_NAMES if name in inputs}
 
 
 def check_conditioning_inputs(inputs: Mapping[str, int], latent_channels: int) -> dict[str, int]:
@@ -90,7 +117,7 @@ def check_conditioning_inputs(inputs: Mapping[str, int], latent_channels: int) -
             f"conditioning inputs {MASK!r} and {KNOWN_LATENTS!r} come together (JEN-1's masked training), "
             f"got {list(inputs)}"
         )
-    return dict(inputs)
+    return ordered(inputs)
 
 
 def legacy_conditioning_inputs(in_channels: int, extra_in_channels: int) -> dict[str, int]:
@@ -140,6 +167,34 @@ def timing_conditioning(seconds_total: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"seconds_start": torch.zeros_like(seconds_total), "seconds_total": seconds_total}
 
 
+def beat_grid(
+    bpm: torch.Tensor | float, num_frames: int, latent_rate: float, start_seconds: torch.Tensor | float = 0.0
+) -> torch.Tensor:
+    """The phase of a quarter-note pulse at `bpm` over `num_frames` latent frames, as its cosine and sine: (1, 0) on
+    every beat. Beats fall at the times `t` (seconds from the start of the piece, where the rendered corpus puts
+    the first note) at which `t * bpm / 60` is whole; frame `i` of the window lies at
+    `t = start_seconds + i / latent_rate`.
+
+    Args:
+        bpm: `(batch,)` or one tempo in quarter notes per minute (positive).
+        num_frames: Latent frames of the window.
+        latent_rate: Latent frames per second.
+        start_seconds: `(batch,)` or one time of the window's first frame in the piece (a training crop's start);
+            0 puts a beat on the first frame.
+
+    Returns:
+        `(batch, 2, num_frames)` float32.
+    """
+    bpm = torch.as_tensor(bpm, dtype=torch.float64).reshape(-1)
+    if not bool(torch.isfinite(bpm).all()) or bool((bpm <= 0).any()):
+        raise ValueError(f"a beat grid needs positive, finite tempos in BPM, got {bpm.tolist()}")
+    start = torch.as_tensor(start_seconds, dtype=torch.float64).reshape(-1)
+    times = start[:, None] + torch.arange(num_frames, dtype=torch.float64)[None] / latent_rate
+    beats = torch.remainder(times * bpm[:, None] / 60.0, 1.0)  # in [0, 1): the fraction of a beat since the last
+    phase = 2 * math.pi * beats
+    return torch.stack([phase.cos(), phase.sin()], dim=1).float()
+
+
 def build_conditioning(
     inputs: Mapping[str, int],
     latents: torch.Tensor,
@@ -147,8 +202,9 @@ def build_conditioning(
     keep: torch.Tensor | None = None,
     known: torch.Tensor | None = None,
     melody: torch.Tensor | None = None,
+    beat: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """The conditioning channels to concatenate after `latents`, in the order `inputs` names them.
+    """The conditioning channels to concatenate after `latents`, in their one order (`ordered`).
 
     Args:
         inputs: The U-Net's `conditioning_inputs`.
@@ -156,6 +212,7 @@ def build_conditioning(
         keep: `(1 or batch, 1, frames)` weights, positive where `known` is given; `None`: nothing is given.
         known: Clean scaled latents `(batch, latent_channels, frames)`, used where `keep` is positive.
         melody: `(1 or batch, 12, frames)` chromagram; `None`: no melody (zeros).
+        beat: `(1 or batch, 2, frames)` beat grid (`beat_grid`); `None`: none (zeros).
 
     Returns:
         `(batch, sum of widths, frames)`, or `None` for a U-Net without conditioning inputs.
@@ -163,7 +220,7 @@ def build_conditioning(
     batch, frames = latents.shape[0], latents.shape[-1]
     mask = torch.zeros_like(latents[:, :1]) if keep is None else (keep > 0).to(latents.dtype).expand(batch, 1, -1)
     parts = []
-    for name in inputs:
+    for name in ordered(inputs):
         if name == MASK:
             parts.append(mask)
         elif name == KNOWN_LATENTS:
@@ -171,6 +228,9 @@ def build_conditioning(
         elif name == MELODY_CHROMA:
             chroma = latents.new_zeros(1, PITCH_CLASSES, frames) if melody is None else melody.to(latents)
             parts.append(chroma.expand(batch, -1, -1))
+        elif name == BEAT_GRID:
+            grid = latents.new_zeros(1, BEAT_CHANNELS, frames) if beat is None else beat.to(latents)
+            parts.append(grid.expand(batch, -1, -1))
         else:
             raise ValueError(f"unknown conditioning input {name!r}; choose from {CONDITIONING_NAMES}")
     return torch.cat(parts, dim=1) if parts else None

@@ -112,6 +112,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         callback_on_step_end: Callable | None = None,
         melody: torch.Tensor | np.ndarray | None = None,
         melody_sample_rate: int | None = None,
+        bpm: float | list[float] | None = None,
     ) -> int:
         """Validate every argument of a call that the task (`GenerationTask.build`) has not, before any model work,
         and return the number of prompts.
@@ -135,6 +136,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
             callback_on_step_end: The step callback.
             melody: The melody reference.
             melody_sample_rate: Its sample rate.
+            bpm: The beat grid's tempo, one or one per prompt.
 
         Returns:
             The number of prompts.
@@ -190,6 +192,17 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
             check_audio_argument(melody, melody_sample_rate, "melody", "melody_sample_rate")
         elif melody_sample_rate is not None:
             raise ValueError("melody_sample_rate is the rate of `melody`; pass the melody too, or leave it out")
+        if bpm is not None:
+            if not self.trained_with_beat_grid:
+                raise ValueError(
+                    "this U-Net was not trained with beat grids (it has no beat_grid input channels), so bpm= cannot "
+                    "place the beats; write the tempo in the prompt, or train one with beat.enabled=true"
+                )
+            tempos = bpm if isinstance(bpm, (list, tuple)) else [bpm]
+            if isinstance(bpm, (list, tuple)) and len(tempos) != batch_size:
+                raise ValueError(f"got {len(tempos)} tempos in bpm for {batch_size} prompts; pass one, or one each")
+            for tempo in tempos:
+                check_real(tempo, "bpm", minimum=1.0, hint="quarter notes per minute, e.g. 120")
         return batch_size
 
     def build_task(
@@ -286,13 +299,19 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
 
     @property
     def conditioning_inputs(self) -> dict[str, int]:
-        """The U-Net's conditioning inputs by name and width (see `latentmusic.models.conditioning`)."""
-        return dict(self.unet.config.conditioning_inputs or {})
+        """The U-Net's conditioning inputs by name and width, in concatenation order (see
+        `latentmusic.models.conditioning`)."""
+        return conditioning.ordered(self.unet.config.conditioning_inputs or {})
 
     @property
     def trained_with_masks(self) -> bool:
         """Whether the U-Net takes JEN-1's mask and known-latent inputs (trained with `masking` on)."""
         return conditioning.MASK in self.conditioning_inputs
+
+    @property
+    def trained_with_beat_grid(self) -> bool:
+        """Whether the U-Net takes a beat grid (2 channels; trained with `beat.enabled`), which `bpm=` fills."""
+        return conditioning.BEAT_GRID in self.conditioning_inputs
 
     @property
     def trained_with_melody(self) -> bool:
@@ -358,6 +377,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         step_offset: int = 0,
         melody: torch.Tensor | None = None,
+        beat: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the scheduler over `timesteps` from `latents` (the denoising loop of one window).
 
@@ -365,7 +385,8 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         `known` noised to the next step's level with `noise` (RePaint-style replacement; exactly `known`
         after the last step), so kept regions come out as the known latents. A U-Net trained with masks also
         sees the mask and the masked known latents as extra input channels, and one trained with melodies the
-        `(1, 12, frames)` chromagram `melody` (zeros without one).
+        `(1, 12, frames)` chromagram `melody` (zeros without one), and one trained with beat grids the `(1 or batch,
+        2, frames)` grid `beat`.
 
         Args:
             latents: The starting latents, `(batch, latent_channels, frames)`.
@@ -381,6 +402,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
             callback_on_step_end_tensor_inputs: Tensors for it.
             step_offset: Steps already run in earlier windows (the callback's step counts on).
             melody: The window's chromagram, if any.
+            beat: The window's beat grid, if any.
 
         Returns:
             The denoised latents.
@@ -390,7 +412,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         total = latents.shape[0]
         seconds_total = torch.full((total * copies,), float(seconds), device=latents.device)
         extra = conditioning.build_conditioning(
-            self.conditioning_inputs, latents, keep=keep, known=known, melody=melody
+            self.conditioning_inputs, latents, keep=keep, known=known, melody=melody, beat=beat
         )
         extra = None if extra is None else torch.cat([extra] * copies)
         for i, t in enumerate(timesteps):
@@ -454,6 +476,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         window_overlap_in_s: float | None = None,
         melody: torch.Tensor | np.ndarray | None = None,
         melody_sample_rate: int | None = None,
+        bpm: float | list[float] | None = None,
     ) -> AudioPipelineOutput | tuple:
         r"""Generate music from text; continue, inpaint or remix audio; make long pieces and stories.
 
@@ -505,6 +528,9 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
                 (MusicGen-style: its dominant pitch class per frame, stretched over the output's length). Needs
                 a U-Net trained with melodies (`trained_with_melody`).
             melody_sample_rate (`int`, *optional*): The reference's sample rate; required with `melody`.
+            bpm (`float` or `list[float]`, *optional*): Put the beats at this tempo (quarter notes per minute; one,
+                or one per prompt), the first on the first frame. Needs a U-Net trained with beat grids
+                (`trained_with_beat_grid`); the tempo written in the prompt is only text.
 
         Returns:
             `AudioPipelineOutput` whose `audios` has shape `(batch, channels, samples)`, or a tuple
@@ -546,6 +572,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
             callback_on_step_end=callback_on_step_end,
             melody=melody,
             melody_sample_rate=melody_sample_rate,
+            bpm=bpm,
         )
         self._guidance_scale = guidance_scale
         self._interrupt = False
@@ -583,6 +610,12 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         chroma = None
         if melody is not None:
             chroma = melody_chroma(melody, melody_sample_rate, num_frames)[None].to(device, dtype)
+        grid = None
+        if bpm is not None:  # one tempo for all, or one per prompt (repeated for its waveforms)
+            tempos = torch.tensor(bpm if isinstance(bpm, (list, tuple)) else [bpm], dtype=torch.float64)
+            latent_rate = self.sample_rate / vae_utils.vae_hop_length(self.vae)
+            grid = conditioning.beat_grid(tempos, num_frames, latent_rate)
+            grid = grid.repeat_interleave(num_waveforms_per_prompt if len(tempos) > 1 else 1, 0).to(device, dtype)
         extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         if not task.is_windowed:
             start = self.prepare_latents(total, num_frames, dtype, device, generator, latents)
@@ -606,6 +639,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
                 callback_on_step_end=callback_on_step_end,
                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
                 melody=chroma,
+                beat=grid,
             )
         else:
             with self.progress_bar(total=len(timesteps)) as progress_bar:
@@ -623,6 +657,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
                     callback_on_step_end=callback_on_step_end,
                     callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
                     melody=chroma,
+                    beat=grid,
                 )
 
         # 6. Decode and post-process
@@ -651,6 +686,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
         callback_on_step_end: Callable | None,
         callback_on_step_end_tensor_inputs: list[str],
         melody: torch.Tensor | None = None,
+        beat: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Long-form and story generation: windows of at most the U-Net's `max_seconds`, each continuing the last
         `task.window_overlap_in_s` before it (default a quarter window), which fade out: a latent crossfade.
@@ -670,6 +706,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
             callback_on_step_end: The step callback.
             callback_on_step_end_tensor_inputs: Tensors for it.
             melody: The piece's chromagram, if any.
+            beat: The piece's beat grid, if any.
 
         Returns:
             The piece's latents, `(total, latent_channels, num_frames)`.
@@ -713,6 +750,7 @@ class LatentMusicPipeline(TextToMusicMixin, MusicLoraLoaderMixin, DiffusionPipel
                     callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
                     step_offset=index * self._num_timesteps,
                     melody=None if melody is None else melody[..., w.start : w.start + w.frames],
+                    beat=None if beat is None else beat[..., w.start : w.start + w.frames],
                 )
                 result[..., w.start : w.start + w.frames] = latents
         return result

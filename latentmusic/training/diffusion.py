@@ -96,6 +96,18 @@ class MelodyConfig:
 
 
 @dataclass
+class BeatConfig:
+    """Beat-grid conditioning, a rhythm control: each training crop gets the phase of its clip's quarter-note pulse
+    (the metadata's `bpm`, from the clip's first note, where the rendered corpus starts; 2 extra U-Net input
+    channels, `latentmusic.models.conditioning.beat_grid`), dropped for some examples so the model also works
+    without; the pipeline takes it as `bpm=`. With `init_from` a U-Net without it gets the 2 input channels added,
+    zero-initialised, so it starts as it was."""
+
+    enabled: bool = False
+    dropout: float = 0.3  # probability of training an example without its beat grid
+
+
+@dataclass
 class DiffusionSampleConfig(SampleConfig):
     steps: int = 25
 
@@ -114,6 +126,7 @@ class DiffusionTrainingConfig:
     diffusion: DiffusionObjectiveConfig = field(default_factory=DiffusionObjectiveConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     melody: MelodyConfig = field(default_factory=MelodyConfig)
+    beat: BeatConfig = field(default_factory=BeatConfig)
     lora: LoraTrainingConfig = field(default_factory=LoraTrainingConfig)  # rank > 0: train only a LoRA adapter
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="outputs/diffusion"))
@@ -193,8 +206,11 @@ class DiffusionTrainer(Trainer):
         self.valid_set = LatentDataset(cache, split="valid", random_crop=False, caption_choice="first", **common)
 
         # the U-Net's named conditioning inputs, which the pipeline reads from its config
+        self.with_beat = bool(config.beat.enabled)
+        if self.with_beat:
+            check_bpm(train_set)
         self.conditioning_inputs = inputs = conditioning.conditioning_inputs(
-            latent_channels, masking=MaskingConfig.enabled(config.masking), melody=with_melody
+            latent_channels, masking=MaskingConfig.enabled(config.masking), melody=with_melody, beat=self.with_beat
         )
         if config.init_from:
             tokenizer, text_encoder, unet = load_initial_components(config.init_from, latent_channels, inputs)
@@ -273,8 +289,14 @@ class DiffusionTrainer(Trainer):
             else:
                 kept = draw(tasks, len(latents), lambda n, g: torch.rand(n, generator=g)) >= config.melody.dropout
             chroma = batch[conditioning.MELODY_CHROMA].to(device) * kept.view(-1, 1, 1).to(latents)
+        beat = None
+        if self.with_beat and tasks is not None:  # validation, like the melody, goes without
+            bpm = torch.tensor([float(record["bpm"]) for record in batch["metadata"]])
+            grid = conditioning.beat_grid(bpm, latents.shape[-1], self.latent_rate, batch["crop_start_seconds"])
+            kept = draw(tasks, len(latents), lambda n, g: torch.rand(n, generator=g)) >= config.beat.dropout
+            beat = (grid * kept.view(-1, 1, 1)).to(latents)
         extra = conditioning.build_conditioning(
-            self.conditioning_inputs, noised.noisy, keep=keep, known=latents, melody=chroma
+            self.conditioning_inputs, noised.noisy, keep=keep, known=latents, melody=chroma, beat=beat
         )
         model_input = noised.noisy if extra is None else torch.cat([noised.noisy, extra], dim=1)
         timing = conditioning.timing_conditioning(seconds_total)
@@ -399,6 +421,43 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     return DiffusionTrainer(config).fit()
 
 
+def check_bpm(data: LatentDataset) -> None:
+    """Refuse beat-grid training on records without a positive `bpm`, naming the first."""
+    for record in data.records:
+        if not (isinstance(record.get("bpm"), (int, float)) and record["bpm"] > 0):
+            raise ValueError(
+                f"{data.root}: {record.get('path')}: beat-grid conditioning needs each record's tempo as a positive "
+                f"'bpm' (quarter notes per minute, from the clip's first note), got {record.get('bpm')!r}; add it to "
+                "the metadata line, or train with beat.enabled=false"
+            )
+
+
+def add_conditioning_inputs(unet: UNet1DConditionModel, inputs: dict[str, int]) -> UNet1DConditionModel:
+    """The U-Net with more conditioning inputs after its own, their input weights zero: it computes what it did
+    for any values of the new channels, and learns to use them (as diffusers' inpainting fine-tunes widen
+    `conv_in`).
+
+    Args:
+        unet: The U-Net.
+        inputs: The inputs wanted; the U-Net's own must be their first ones, in order.
+
+    Returns:
+        A new U-Net (or `unet` itself when it already takes exactly `inputs`).
+    """
+    own, inputs = conditioning.ordered(unet.config.conditioning_inputs or {}), conditioning.ordered(inputs)
+    if own == inputs:
+        return unet
+    if list(inputs.items())[: len(own)] != list(own.items()):
+        raise ValueError(f"the U-Net's conditioning inputs {own} are not the first of {inputs}: cannot add to them")
+    wider = UNet1DConditionModel.from_config({**unet.config, "conditioning_inputs": inputs})
+    state = unet.state_dict()
+    weight = state["conv_in.weight"]
+    grown = weight.new_zeros(weight.shape[0], wider.conv_in.in_channels, weight.shape[2])
+    grown[:, : weight.shape[1]] = weight
+    wider.load_state_dict({**state, "conv_in.weight": grown})
+    return wider
+
+
 def load_initial_components(
     name_or_folder: str | Path, latent_channels: int, conditioning_inputs: dict[str, int]
 ) -> tuple[Any, torch.nn.Module, UNet1DConditionModel]:
@@ -420,6 +479,12 @@ def load_initial_components(
     tokenizer, text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer")
     unet = UNet1DConditionModel.from_pretrained(folder / "unet")
     found = (unet.config.in_channels, dict(unet.config.conditioning_inputs or {}))
+    if (
+        found[0] == latent_channels
+        and conditioning.BEAT_GRID in conditioning_inputs
+        and found[1] == {name: width for name, width in conditioning_inputs.items() if name != conditioning.BEAT_GRID}
+    ):  # a beat grid is added to a U-Net trained without one (the last input, zero-initialised)
+        return tokenizer, text_encoder, add_conditioning_inputs(unet, conditioning_inputs)
     if found != (latent_channels, conditioning_inputs):
         raise ValueError(
             f"init_from={name_or_folder}: its U-Net takes {found[0]} latent channels and the conditioning channels "
