@@ -5,6 +5,8 @@ and the first `--seconds` of the real audio the reference. Rows, all generated w
 
 - **diffusion**: the shipped `LatentMusicPipeline` (`latentmusic/demo`), `--steps` DPM-Solver++ steps, guidance;
 - **token LM**: the shipped `TokenMusicPipeline` (`latentmusic/demo-token-lm`), trained with the same budget;
+- **… + beat grid**: a diffusion model trained with beat grids (`beat.enabled`) again, given each prompt's tempo as
+  `bpm=` (the rhythm control; the row without it is the text alone);
 - **untrained**: the diffusion pipeline with its U-Net and text encoder re-initialised (the trained autoencoder
   kept), the baseline the Fréchet distance must beat;
 - **real**: the reference clips themselves (how often the estimators are right on real music), **real → VAE**
@@ -71,8 +73,9 @@ def untrained_copy(pipe: LatentMusicPipeline, seed: int = 0) -> LatentMusicPipel
     return copy
 
 
-def generate(pipe, prompts: list[str], args) -> tuple[list[torch.Tensor], float]:
-    """One clip per prompt (seed `args.seed + i`), in batches; returns 16 kHz mono clips and seconds per clip."""
+def generate(pipe, prompts: list[str], args, tempos: list[float] | None = None) -> tuple[list[torch.Tensor], float]:
+    """One clip per prompt (seed `args.seed + i`), in batches; returns 16 kHz mono clips and seconds per clip.
+    With `tempos` (one per prompt), a pipeline trained with beat grids gets them as `bpm=`."""
     clips, start = [], time.perf_counter()
     for first in range(0, len(prompts), args.batch):
         batch = prompts[first : first + args.batch]
@@ -82,6 +85,8 @@ def generate(pipe, prompts: list[str], args) -> tuple[list[torch.Tensor], float]
             options["top_k"] = args.top_k
         else:
             options["num_inference_steps"] = args.steps
+        if tempos is not None:
+            options["bpm"] = tempos[first : first + args.batch]
         with torch.inference_mode():
             audios = pipe(batch, output_type="pt", **options).audios
         for audio in audios:
@@ -249,9 +254,16 @@ def main() -> None:
         rows.append(
             score("real → codec", through_codec, records, reference, reference_vectors, None, args.tempo_backend)
         )
+    # a model trained with beat grids is scored twice: from the text alone, and with the prompt's tempo as bpm=
+    gridded = [
+        (f"{name} + beat grid", pipe)
+        for name, pipe in candidates
+        if isinstance(pipe, LatentMusicPipeline) and pipe.trained_with_beat_grid and name != "untrained"
+    ]
     generated = {"real": reference}
-    for name, pipe in candidates:
-        generated[name], seconds_per_clip = generate(pipe, prompts, args)
+    for name, pipe in candidates + gridded:
+        tempos = [float(r["bpm"]) for r in records] if name.endswith(" + beat grid") else None
+        generated[name], seconds_per_clip = generate(pipe, prompts, args, tempos)
         rows.append(
             score(name, generated[name], records, reference, reference_vectors, seconds_per_clip, args.tempo_backend)
         )

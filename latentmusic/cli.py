@@ -40,6 +40,11 @@ def _generate(args: argparse.Namespace) -> int:
     pipe = pipeline_cls.from_pretrained(folder)
     if args.lora:
         pipe.load_lora_weights(args.lora)
+    if not token and pipe.trained_with_beat_grid and "bpm" not in task:  # the prompt's tempo, as the rhythm control
+        written = prompt_bpm(args.prompt or "")
+        if written is not None:
+            task["bpm"] = written
+            print(f"beats at {written:g} BPM, from the prompt (--bpm to set them)")
     guidance = args.guidance if args.guidance is not None else (3.0 if token else 4.0)
     options: dict = {"guidance_scale": guidance}
     if not token:
@@ -66,6 +71,14 @@ def _generate(args: argparse.Namespace) -> int:
             raise OSError(f"could not write {path}: {error}") from None
         print(f"wrote {path} ({audio.shape[-1] / pipe.sample_rate:.1f} s)")
     return 0
+
+
+def prompt_bpm(prompt: str) -> float | None:
+    """The tempo a prompt writes as "<number> BPM" (any case), if it writes exactly one; else `None`."""
+    import re
+
+    found = re.findall(r"(\d+(?:\.\d+)?)\s*bpm\b", prompt, flags=re.IGNORECASE)
+    return float(found[0]) if len(found) == 1 and float(found[0]) >= 1 else None
 
 
 def _pipeline_class(model: str) -> tuple[type, str, dict]:

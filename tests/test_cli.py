@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from latentmusic import LatentMusicPipeline, TokenMusicPipeline
-from latentmusic.cli import main
+from latentmusic.cli import main, prompt_bpm
 from latentmusic.data import cli as data_cli
 from latentmusic.pipelines.schedulers import SCHEDULERS
 
@@ -211,6 +211,19 @@ def test_bpm_option_reaches_the_pipeline(tmp_path, capsys):
     assert not np.allclose(a, b)  # the grid changed the clip
     assert generate(make_tiny_pipe_dir(tmp_path), tmp_path / "x.wav", "--bpm", "120") == 2
     assert "not trained with beat grids" in capsys.readouterr().err
+    # a model with beat grids takes the prompt's written tempo when --bpm is not given
+    assert main(["generate", "a reel at 120 BPM", "--model", str(folder), "--seconds", "1", "--steps", "2",
+                 "--seed", "0", "--out", str(tmp_path / "c.wav")]) == 0  # fmt: skip
+    assert "beats at 120 BPM, from the prompt" in capsys.readouterr().out
+    assert main(["generate", "a reel at 120 BPM", "--model", str(folder), "--seconds", "1", "--steps", "2",
+                 "--seed", "0", "--bpm", "120", "--out", str(tmp_path / "d.wav")]) == 0  # fmt: skip
+    np.testing.assert_array_equal(sf.read(tmp_path / "c.wav")[0], sf.read(tmp_path / "d.wav")[0])
+    assert [prompt_bpm(p) for p in ("at 96 bpm", "at 96 BPM and 120 BPM", "a slow chorale", "at 0 BPM")] == [
+        96.0,
+        None,
+        None,
+        None,
+    ]
 
 
 def make_tiny_pipe_dir(tmp_path):
