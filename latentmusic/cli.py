@@ -146,9 +146,10 @@ def _check_generate_arguments(args: argparse.Namespace, token: bool, flow: bool)
         from .checkpoints import SHIPPED_LORAS, resolve_lora
 
         if not Path(resolve_lora(args.lora)).exists():
+            shipped = f", or a shipped adapter ({', '.join(sorted(SHIPPED_LORAS))})" if SHIPPED_LORAS else ""
             raise UsageError(
-                f"--lora {args.lora}: no such file or folder; pass the folder a LoRA run wrote (<output_dir>/lora), "
-                f"its .safetensors file, or a shipped adapter ({', '.join(sorted(SHIPPED_LORAS))})"
+                f"--lora {args.lora}: no such file or folder; pass the folder a LoRA run wrote (<output_dir>/lora) "
+                f"or its .safetensors file{shipped}"
             )
     if token:
         used = [name for name in DIFFUSION_ONLY if getattr(args, name[2:]) is not None]
@@ -306,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--lora",
         default=None,
-        help="a LoRA adapter to load: a folder, a .safetensors file, or latentmusic/demo-turbo (the demo's "
-        "few-step adapter: use it with --guidance 1 --steps 8 --scheduler flow-unipc-shift2)",
+        help="a LoRA adapter to load: the folder a LoRA run wrote (<output_dir>/lora) or its .safetensors file (a "
+        "guidance-distilled one samples with --guidance 1 --steps 8 --scheduler flow-unipc-shift2)",
     )
     gen.add_argument("--seed", type=int, default=None, help="random seed for reproducible output")
     gen.add_argument("-n", type=int, default=1, help="number of variations")

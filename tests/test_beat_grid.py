@@ -105,6 +105,9 @@ def test_the_recipe_adds_a_beat_grid_to_a_pipeline_and_learns_to_use_it(corpus_d
     assert torch.equal(new[:, : old.shape[1]], old) and new[:, old.shape[1] :].abs().sum() == 0
     trained = train("trained", start, "beat.enabled=true", "beat.dropout=0", "run.max_steps=6")
     assert trained.unet.conv_in.weight[:, old.shape[1] :].abs().sum() > 0
+    # fine-tuned without beat.enabled (data without tempos): the grid input stays, left empty
+    again = train("again", f"init_from={tmp_path / 'trained' / 'pipeline'}", "run.max_steps=2")
+    assert again.trained_with_beat_grid
     trained.set_progress_bar_config(disable=True)
     audio = trained("a folk song", audio_length_in_s=1.0, num_inference_steps=2, bpm=100.0, output_type="pt").audios
     assert torch.isfinite(audio).all()

@@ -18,10 +18,10 @@ SHIPPED = {
     "latentmusic/demo-token-lm": "demo-token-lm",
 }
 DEFAULT_PIPELINE = "latentmusic/demo"
-# name -> folder of a LoRA adapter (a `save_lora_weights` folder) for a shipped pipeline, for `load_lora_weights`
-SHIPPED_LORAS = {
-    "latentmusic/demo-turbo": "demo-turbo",  # guidance-distilled for latentmusic/demo: guidance_scale=1, 8 steps
-}
+# name -> folder of a LoRA adapter (a `save_lora_weights` folder) for a shipped pipeline, for `load_lora_weights`;
+# none ships with demo v4: the guidance-distilled "latentmusic/demo-turbo" was v3's, and distilled again for v4 it
+# did not lower the few-step FD (docs/model-card.md)
+SHIPPED_LORAS: dict[str, str] = {}
 
 
 def shipped_path(name: str) -> Path:
@@ -60,7 +60,7 @@ def resolve_lora(name_or_path: str | os.PathLike) -> str | os.PathLike:
     """A shipped LoRA's folder for its name (unless a local folder of that name exists); anything else unchanged.
 
     Args:
-        name_or_path: One of :data:`SHIPPED_LORAS` (e.g. ``"latentmusic/demo-turbo"``), or a path.
+        name_or_path: One of :data:`SHIPPED_LORAS`, or a path.
 
     Returns:
         The folder, or ``name_or_path`` as given.

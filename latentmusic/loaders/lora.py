@@ -275,7 +275,7 @@ class MusicLoraLoaderMixin(LoraBaseMixin):
 
         Args:
             pretrained_model_name_or_path_or_dict: A folder written by `save_lora_weights`, a `.safetensors`
-                file, the name of a shipped adapter (`"latentmusic/demo-turbo"`), or a state dict with
+                file, the name of a shipped adapter (`SHIPPED_LORAS`), or a state dict with
                 `<component>.`-prefixed keys.
             weight_name: The file's name inside the folder (defaults to `pytorch_lora_weights.safetensors`).
             return_lora_metadata: Also return the metadata (`{}` for a state dict).
@@ -306,8 +306,7 @@ class MusicLoraLoaderMixin(LoraBaseMixin):
         Args:
             pretrained_model_name_or_path_or_dict: A folder written by `save_lora_weights` (or the recipe
                 `recipes/finetune_lora.py`), a `.safetensors` file, a shipped adapter's name
-                (`"latentmusic/demo-turbo"`: few-step sampling for `latentmusic/demo`), or a state dict with prefixed
-                keys.
+                (`latentmusic.checkpoints.SHIPPED_LORAS`), or a state dict with prefixed keys.
             adapter_name: Name of the adapter, for `set_adapters` and friends; `None` = peft's next free name
                 (`default_0`, `default_1`, ...).
             weight_name: The file's name inside the folder.

@@ -214,6 +214,7 @@ class DiffusionTrainer(Trainer):
         )
         if config.init_from:
             tokenizer, text_encoder, unet = load_initial_components(config.init_from, latent_channels, inputs)
+            self.conditioning_inputs = conditioning.ordered(unet.config.conditioning_inputs or {})
             text_encoder.requires_grad_(bool(config.text_encoder.train))
         else:
             tokenizer, text_encoder = prepare_text_encoder(config.text_encoder, config.data.root)
@@ -485,6 +486,11 @@ def load_initial_components(
         and found[1] == {name: width for name, width in conditioning_inputs.items() if name != conditioning.BEAT_GRID}
     ):  # a beat grid is added to a U-Net trained without one (the last input, zero-initialised)
         return tokenizer, text_encoder, add_conditioning_inputs(unet, conditioning_inputs)
+    without_grid = {name: width for name, width in found[1].items() if name != conditioning.BEAT_GRID}
+    if found[0] == latent_channels and conditioning.BEAT_GRID in found[1] and without_grid == conditioning_inputs:
+        # a U-Net with a beat grid fine-tuned on data without tempos: its grid input stays, always empty (as for
+        # the examples beat.dropout leaves without one)
+        return tokenizer, text_encoder, unet
     if found != (latent_channels, conditioning_inputs):
         raise ValueError(
             f"init_from={name_or_folder}: its U-Net takes {found[0]} latent channels and the conditioning channels "

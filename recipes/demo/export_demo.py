@@ -6,7 +6,7 @@ Each pipeline is reloaded from its recipe's `save_pretrained` folder, given its 
 DPM-Solver++ for a noise/v-prediction model, flow-matching Euler for a flow model; `--scheduler` to choose), and
 saved as safetensors. Weights are stored in float16 when the float32 files, with the shipped checkpoints that are
 not replaced, would pass the repository's 50 MB budget for shipped weights (they load back as float32); the script
-refuses to write more. `--token ''` replaces only the diffusion demo.
+refuses to write more. `--token ''` replaces only the diffusion demo, `--diffusion ''` only the token LM.
 """
 
 from __future__ import annotations
@@ -35,15 +35,17 @@ def weights_mb(pipe) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--diffusion", default="outputs/demo/diffusion/pipeline")
+    parser.add_argument("--diffusion", default="outputs/demo/diffusion/pipeline", help="'' to keep the shipped one")
     parser.add_argument("--token", default="outputs/demo/token-lm/pipeline", help="'' to ship the diffusion demo only")
     parser.add_argument("--scheduler", default="", help="the diffusion demo's default scheduler ('' = by objective)")
     args = parser.parse_args()
 
-    diffusion = LatentMusicPipeline.from_pretrained(args.diffusion)
-    default = "flow-euler" if is_flow_scheduler(diffusion.scheduler) else "dpm++"
-    diffusion.scheduler = make_scheduler(args.scheduler or default, diffusion.scheduler)
-    pipes = {"latentmusic/demo": diffusion}
+    pipes = {}
+    if args.diffusion:
+        diffusion = LatentMusicPipeline.from_pretrained(args.diffusion)
+        default = "flow-euler" if is_flow_scheduler(diffusion.scheduler) else "dpm++"
+        diffusion.scheduler = make_scheduler(args.scheduler or default, diffusion.scheduler)
+        pipes["latentmusic/demo"] = diffusion
     if args.token:
         pipes["latentmusic/demo-token-lm"] = TokenMusicPipeline.from_pretrained(args.token)
     kept = sum(
@@ -60,7 +62,7 @@ def main() -> None:
             for config in folder.glob("*/config.json"):
                 config.write_text(config.read_text().replace('"dtype": "float16"', '"dtype": "float32"'))
         print(f"{name}: {folder} ({size_mb(folder):.1f} MB{', float16' if half else ''})")
-    total = sum(size_mb(FOLDER / SHIPPED[name]) for name in SHIPPED if (FOLDER / SHIPPED[name]).is_dir())
+    total = size_mb(FOLDER)  # every shipped file
     if total > BUDGET_MB:
         raise SystemExit(f"the shipped checkpoints take {total:.1f} MB, over the {BUDGET_MB:.0f} MB budget")
     print(f"total {total:.1f} MB")

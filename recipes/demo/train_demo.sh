@@ -37,5 +37,15 @@ first=$!
 "${LAUNCH[@]}" recipes/train_token_lm.py --config recipes/configs/demo/token_lm.yaml "$@" & second=$!
 wait $first && wait $second
 
-python recipes/demo/export_demo.py
-python benchmarks/demo.py   # add --v1 FOLDER to score an earlier diffusion demo in the same run
+# v4 (shipped): v3's pipeline given a beat grid (beat.enabled: two more U-Net inputs, zero-initialised, with the phase
+# of each crop's quarter-note pulse), trained on the corpus plus one tempo-only variant of every train rendition,
+# crops on a beat: 42 min on two threads (run.max_minutes=42), which reached step 6636 (docs/model-card.md)
+latentmusic render-corpus "${RENDER[@]/data\/demo/data/demo-tempo}" --max-pieces 260 --collections palestrina bach ryans oneills essen \
+    --tempo-variants 1
+latentmusic render-corpus "${RENDER[@]/data\/demo/data/demo-tempo}" --max-pieces 5 --collections beethoven --tempo-variants 1
+OMP_NUM_THREADS=2 "${LAUNCH[@]}" "${DIFFUSION[@]}" init_from=outputs/demo/diffusion/pipeline data.root=data/demo-tempo \
+    data.beat_aligned_crops=true beat.enabled=true diffusion.flow_logit_mean=1.0 diffusion.flow_logit_std=1.0 \
+    run.output_dir=outputs/demo/diffusion-beat run.max_steps=6636
+python recipes/demo/export_demo.py --diffusion outputs/demo/diffusion-beat/pipeline
+# (recipes/configs/lora/demo-turbo.yaml distils v4's guidance into a LoRA; it ships no longer: docs/model-card.md)
+python benchmarks/demo.py --corpus data/demo-tempo   # add --earlier LABEL=FOLDER to score earlier demos in the same run
