@@ -175,13 +175,15 @@ def measure_memory(
         built = torch.cuda.memory_allocated() / 2**20
         with torch.inference_mode():
             generate(pipe, kind, seconds, steps, guidance)
-        return {"built_cuda_MiB": built, "peak_cuda_MiB": torch.cuda.max_memory_allocated() / 2**20}
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        return {"built_cuda_MiB": built, "peak_cuda_MiB": peak, "generation_MiB": peak - built}
     built = rss_mib()
     if not reset_peak_rss():
         raise RuntimeError("peak memory needs Linux's /proc/self/clear_refs")
     with torch.inference_mode():
         generate(pipe, kind, seconds, steps, guidance)
-    return {"built_rss_MiB": built, "peak_rss_MiB": peak_rss_mib()}
+    peak = peak_rss_mib()
+    return {"built_rss_MiB": built, "peak_rss_MiB": peak, "generation_MiB": peak - built}
 
 
 def memory_rows(args) -> list[dict]:
@@ -219,8 +221,6 @@ def memory_rows(args) -> list[dict]:
                 "window_s": window or seconds,
                 "steps": args.long_steps,
                 **result,
-                "generation_MiB": next(result[k] for k in result if k.startswith("peak"))
-                - next(result[k] for k in result if k.startswith("built")),
             }
         )
     return rows

@@ -377,11 +377,21 @@ class LatentDataset(CaptionedDataset):
                     f"{self.channels}; all entries of a cache must come from one autoencoder: re-encode this clip "
                     "or remove the line"
                 )
-            if beat_aligned and not (isinstance(record.get("bpm"), (int, float)) and record["bpm"] > 0):
+        if beat_aligned:
+            self.require_bpm("beat-aligned crops", "data.beat_aligned_crops=false")
+
+    def require_bpm(self, what: str, without: str) -> None:
+        """Refuse records without a positive ``bpm`` (quarter notes per minute), naming the first.
+
+        Args:
+            what: What needs the tempos, for the message (e.g. "beat-aligned crops").
+            without: The setting that does without them, for the message.
+        """
+        for index, (_, record) in enumerate(self._records):
+            if not (isinstance(record.get("bpm"), (int, float)) and record["bpm"] > 0):
                 raise ValueError(
-                    f"{self._where(index)}: beat-aligned crops need each record's tempo as a positive 'bpm' "
-                    f"(quarter notes per minute), got {record.get('bpm')!r}; add it to the metadata line, or train "
-                    "with data.beat_aligned_crops=false"
+                    f"{self._where(index)}: {what} need each record's tempo as a positive 'bpm' (quarter notes per "
+                    f"minute), got {record.get('bpm')!r}; add it to the metadata line, or train with {without}"
                 )
 
     def __getitem__(self, index: int) -> Record:

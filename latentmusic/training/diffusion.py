@@ -208,7 +208,7 @@ class DiffusionTrainer(Trainer):
         # the U-Net's named conditioning inputs, which the pipeline reads from its config
         self.with_beat = bool(config.beat.enabled)
         if self.with_beat:
-            check_bpm(train_set)
+            train_set.require_bpm("beat grids", "beat.enabled=false")
         self.conditioning_inputs = inputs = conditioning.conditioning_inputs(
             latent_channels, masking=MaskingConfig.enabled(config.masking), melody=with_melody, beat=self.with_beat
         )
@@ -422,17 +422,6 @@ def train_diffusion(config: DiffusionTrainingConfig | DictConfig) -> Path:
     return DiffusionTrainer(config).fit()
 
 
-def check_bpm(data: LatentDataset) -> None:
-    """Refuse beat-grid training on records without a positive `bpm`, naming the first."""
-    for record in data.records:
-        if not (isinstance(record.get("bpm"), (int, float)) and record["bpm"] > 0):
-            raise ValueError(
-                f"{data.root}: {record.get('path')}: beat-grid conditioning needs each record's tempo as a positive "
-                f"'bpm' (quarter notes per minute, from the clip's first note), got {record.get('bpm')!r}; add it to "
-                "the metadata line, or train with beat.enabled=false"
-            )
-
-
 def add_conditioning_inputs(unet: UNet1DConditionModel, inputs: dict[str, int]) -> UNet1DConditionModel:
     """The U-Net with more conditioning inputs after its own, their input weights zero: it computes what it did
     for any values of the new channels, and learns to use them (as diffusers' inpainting fine-tunes widen
@@ -480,24 +469,20 @@ def load_initial_components(
     tokenizer, text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer")
     unet = UNet1DConditionModel.from_pretrained(folder / "unet")
     found = (unet.config.in_channels, dict(unet.config.conditioning_inputs or {}))
-    if (
-        found[0] == latent_channels
-        and conditioning.BEAT_GRID in conditioning_inputs
-        and found[1] == {name: width for name, width in conditioning_inputs.items() if name != conditioning.BEAT_GRID}
-    ):  # a beat grid is added to a U-Net trained without one (the last input, zero-initialised)
-        return tokenizer, text_encoder, add_conditioning_inputs(unet, conditioning_inputs)
-    without_grid = {name: width for name, width in found[1].items() if name != conditioning.BEAT_GRID}
-    if found[0] == latent_channels and conditioning.BEAT_GRID in found[1] and without_grid == conditioning_inputs:
-        # a U-Net with a beat grid fine-tuned on data without tempos: its grid input stays, always empty (as for
-        # the examples beat.dropout leaves without one)
-        return tokenizer, text_encoder, unet
-    if found != (latent_channels, conditioning_inputs):
+
+    def without_grid(inputs: dict[str, int]) -> dict[str, int]:
+        return {name: width for name, width in inputs.items() if name != conditioning.BEAT_GRID}
+
+    if found[0] != latent_channels or without_grid(found[1]) != without_grid(conditioning_inputs):
         raise ValueError(
             f"init_from={name_or_folder}: its U-Net takes {found[0]} latent channels and the conditioning channels "
             f"{found[1]}, but this run gives {latent_channels} and {conditioning_inputs}; use the autoencoder it was "
             "trained on (vae=) and its masking and melody settings"
         )
-    return tokenizer, text_encoder, unet
+    # the beat grid alone may differ: a run with one adds it to a U-Net without (zero-initialised), and a U-Net with
+    # one fine-tunes on data without tempos, its grid input always empty (as for the examples beat.dropout leaves
+    # without one)
+    return tokenizer, text_encoder, add_conditioning_inputs(unet, {**found[1], **conditioning_inputs})
 
 
 def make_pipeline(vae, text_encoder, tokenizer, unet, ema: EMAModel, train_scheduler) -> LatentMusicPipeline:
